@@ -1,0 +1,55 @@
+# Everything builds from nothing: `make run` and `make test` create the
+# virtualenv, install the pinned requirements and generate the stubs first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(wildcard protos/versatil/ml/v1/*.proto)
+GENERATED := versatil/ml/v1/.generated
+
+.PHONY: run test lint proto migrate migrate-status migrate-down migration seed clean
+
+run: $(GENERATED)
+	$(PY) -m server
+
+test: $(GENERATED) lint
+	$(PY) -m pytest -q
+
+lint: $(INSTALLED)
+	$(VENV)/bin/buf lint
+
+proto: $(GENERATED)
+
+$(INSTALLED): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# Python messages, gRPC stubs and their .pyi types (mypy-protobuf), into the
+# git-ignored package `versatil/`.
+$(GENERATED): $(PROTOS) $(INSTALLED)
+	rm -rf versatil
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+		-I "$$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')" \
+		--python_out=. --grpc_python_out=. --mypy_out=quiet:. --mypy_grpc_out=quiet:. $(PROTOS)
+	touch $@
+
+migrate: $(GENERATED)
+	$(PY) -m server.migrate up
+
+migrate-status: $(GENERATED)
+	$(PY) -m server.migrate status
+
+migrate-down: $(GENERATED)
+	$(PY) -m server.migrate down
+
+migration: $(INSTALLED)
+	@test -n "$(name)" || (echo 'usage: make migration name="add karma to users"' && exit 2)
+	$(PY) -m server.migrate create "$(name)"
+
+seed: $(GENERATED)
+	$(PY) -m server.seed
+
+clean:
+	rm -rf $(VENV) versatil .pytest_cache

@@ -1,0 +1,45 @@
+"""Service configuration, read once from the environment.
+
+| variable | default | meaning |
+|---|---|---|
+| ``VERSATIL_LISTEN`` | ``127.0.0.1:50051`` | gRPC listen address (port 0 picks a free port) |
+| ``DATABASE_URL`` | unset | PostgreSQL 15+ with pgvector; unset runs an embedded PostgreSQL 18 |
+| ``VERSATIL_DATA_DIR`` | ``.data`` | where the embedded PostgreSQL keeps its files |
+| ``VERSATIL_POOL_SIZE`` | ``16`` | database connections per process |
+| ``VERSATIL_POOL_TIMEOUT`` | ``10`` | seconds an RPC waits for a free connection |
+| ``VERSATIL_GRACE_SECONDS`` | ``10`` | how long SIGTERM waits for in-flight calls |
+| ``VERSATIL_PAGE_TOKEN_KEY`` | unset | HMAC key for page tokens; unset uses the key stored in the database |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    pool_size: int = 16
+    pool_timeout: float = 10.0
+    grace_seconds: float = 10.0
+    page_token_key: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            listen=env.get("VERSATIL_LISTEN", cls.listen),
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("VERSATIL_DATA_DIR", str(cls.data_dir))),
+            pool_size=int(env.get("VERSATIL_POOL_SIZE", cls.pool_size)),
+            pool_timeout=float(env.get("VERSATIL_POOL_TIMEOUT", cls.pool_timeout)),
+            grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
+            page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
+        )

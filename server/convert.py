@@ -1,0 +1,221 @@
+"""Conversion between database values and protobuf fields, one codec per column.
+
+The kind of a column (its Peewee field class) picks a ``Codec`` from
+``CODECS``; a ``MessageCodec`` holds the codecs of one resource's columns and
+turns a row into a message and a message into column values:
+
+    codec = MessageCodec(Dataset, dataset_pb2.Dataset)
+    message = codec.to_message(row_data)          # dict of column -> value
+    values = codec.read(message, ["name", "size"])  # field -> value or UNSET
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from peewee import BigIntegerField, DoubleField, Field, ForeignKeyField, IntegerField, TextField, UUIDField
+from pgvector.peewee import VectorField
+from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
+
+import models
+from models import EMBEDDING_DIMENSIONS, EnumField
+from server.errors import InvalidArgument
+
+
+class _Unset:
+    """The field was not given in the message (as opposed to given as null or zero)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def parse_uuid(text: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument(f"{field} must be a UUID, got {text!r}", field) from None
+
+
+def snake_case(name: str) -> str:
+    """``DatasetVersion`` -> ``dataset_version``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def enum_prefix(descriptor: EnumDescriptor) -> str:
+    """Buf's value prefix of an enum: ``WorkflowStatus`` -> ``WORKFLOW_STATUS_``."""
+    return snake_case(descriptor.name).upper() + "_"
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one kind of column is written to and read from a protobuf field."""
+
+    write: Callable[[Message, str, Any], None]
+    read: Callable[[Message, str, FieldDescriptor], Any]
+
+
+def _write_scalar(message: Message, name: str, value: Any) -> None:
+    setattr(message, name, value)
+
+
+def _read_scalar(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    if descriptor.has_presence and not message.HasField(name):
+        return UNSET
+    return getattr(message, name)
+
+
+def _read_double(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    value = _read_scalar(message, name, descriptor)
+    if value is not UNSET and not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number", name)
+    return value
+
+
+def _write_uuid(message: Message, name: str, value: uuid.UUID) -> None:
+    setattr(message, name, str(value))
+
+
+def _read_uuid(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    text = getattr(message, name)
+    return parse_uuid(text, name) if text else UNSET
+
+
+def _write_timestamp(message: Message, name: str, value: datetime.datetime) -> None:
+    getattr(message, name).FromDatetime(value)
+
+
+def _read_timestamp(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    if not message.HasField(name):
+        return UNSET
+    try:
+        return getattr(message, name).ToDatetime(tzinfo=datetime.timezone.utc)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{name} is not a valid timestamp", name) from None
+
+
+def _write_struct(message: Message, name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} holds a JSON {type(value).__name__}, expected an object")
+    getattr(message, name).update(value)
+
+
+def _read_struct(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    if not message.HasField(name):
+        return UNSET
+    return json_format.MessageToDict(getattr(message, name))
+
+
+def _write_vector(message: Message, name: str, value: Any) -> None:
+    getattr(message, name).extend(value)
+
+
+def _read_vector(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    values = list(getattr(message, name))
+    if not values:
+        return UNSET
+    if len(values) != EMBEDDING_DIMENSIONS:
+        raise InvalidArgument(
+            f"{name} must have {EMBEDDING_DIMENSIONS} dimensions, got {len(values)}", name
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidArgument(f"{name} must not contain NaN or infinite values", name)
+    return values
+
+
+def _enum_codec(descriptor: EnumDescriptor) -> Codec:
+    prefix = enum_prefix(descriptor)
+    numbers = {value.name[len(prefix):]: value.number for value in descriptor.values}
+    names = {number: name for name, number in numbers.items()}
+
+    def write(message: Message, name: str, value: str) -> None:
+        setattr(message, name, numbers[value])
+
+    def read(message: Message, name: str, field: FieldDescriptor) -> Any:
+        number = _read_scalar(message, name, field)
+        if number is UNSET or number == 0:
+            return UNSET
+        if number not in names:
+            raise InvalidArgument(f"{name} has no value numbered {number}", name)
+        return names[number]
+
+    return Codec(write, read)
+
+
+# Peewee field class -> codec; looked up along the class's MRO, most specific first.
+CODECS: dict[type[Field], Codec] = {
+    UUIDField: Codec(_write_uuid, _read_uuid),
+    ForeignKeyField: Codec(_write_uuid, _read_uuid),
+    TextField: Codec(_write_scalar, _read_scalar),
+    IntegerField: Codec(_write_scalar, _read_scalar),
+    BigIntegerField: Codec(_write_scalar, _read_scalar),
+    DoubleField: Codec(_write_scalar, _read_double),
+    DateTimeTZField: Codec(_write_timestamp, _read_timestamp),
+    BinaryJSONField: Codec(_write_struct, _read_struct),
+    VectorField: Codec(_write_vector, _read_vector),
+}
+
+
+def proto_name(field: Field) -> str:
+    """The proto field of a column: a foreign key ``workflow`` is ``workflow_id``."""
+    return field.column_name
+
+
+@dataclass(frozen=True)
+class ColumnCodec:
+    field: Field
+    name: str
+    descriptor: FieldDescriptor
+    codec: Codec
+
+
+class MessageCodec:
+    """Reads and writes every column of ``model`` on messages of ``message_class``."""
+
+    def __init__(self, model: type[models.BaseModel], message_class: type[Message]) -> None:
+        self.model = model
+        self.message_class = message_class
+        descriptor: Descriptor = message_class.DESCRIPTOR
+        self.columns: dict[str, ColumnCodec] = {}
+        for field in model._meta.sorted_fields:
+            name = proto_name(field)
+            proto_field = descriptor.fields_by_name.get(name)
+            if proto_field is None:
+                raise LookupError(f"{descriptor.name} has no field {name!r} for {model.__name__}")
+            self.columns[name] = ColumnCodec(field, name, proto_field, self._codec_for(field, proto_field))
+
+    @staticmethod
+    def _codec_for(field: Field, proto_field: FieldDescriptor) -> Codec:
+        if isinstance(field, EnumField):
+            return _enum_codec(proto_field.enum_type)
+        for kind in type(field).__mro__:
+            if kind in CODECS:
+                return CODECS[kind]
+        raise LookupError(f"no codec for {type(field).__name__}")
+
+    def to_message(self, data: dict[str, Any], message: Message | None = None) -> Message:
+        """Fill a message from a row's ``__data__`` (keys are Peewee field names)."""
+        message = message if message is not None else self.message_class()
+        for column in self.columns.values():
+            value = data.get(column.field.name)
+            if value is not None:
+                column.codec.write(message, column.name, value)
+        return message
+
+    def read(self, message: Message, names: Iterable[str]) -> dict[str, Any]:
+        """The named fields of ``message`` as column values, ``UNSET`` where not given."""
+        return {
+            name: self.columns[name].codec.read(message, name, self.columns[name].descriptor)
+            for name in names
+        }
+

@@ -1,0 +1,236 @@
+"""The standard methods (AIP-131..135, 231, 233), written once for every resource.
+
+Each function takes a ``Resource`` and the request message and returns the
+response message; ``server.routing`` binds them to the RPCs of every service
+and runs each call inside one database connection.
+
+    create(RESOURCES["Dataset"], CreateDatasetRequest(dataset=...))
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import uuid
+from typing import Any
+
+from google.protobuf import empty_pb2
+from google.protobuf.message import Message
+from peewee import fn
+from uuid6 import uuid7
+
+from models import IdempotencyKey, database, utc_now
+from server.convert import UNSET, parse_uuid
+from server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, translate
+from server.filters import compile_filter
+from server.pagination import PageTokens, after, page_size, parse_order_by
+from server.resources import RESOURCES, Resource
+
+MAX_BATCH = 1000
+
+
+def etag(data: dict[str, Any]) -> str:
+    """Changes on every update: ``updated_at`` strictly increases (see ``_next_update_time``)."""
+    stamp = f"{data['id']}/{data['updated_at'].isoformat()}"
+    return hashlib.sha256(stamp.encode()).hexdigest()[:20]
+
+
+def to_message(resource: Resource, data: dict[str, Any]) -> Message:
+    message = resource.codec.to_message(data)
+    message.etag = etag(data)
+    return message
+
+
+def _select_by_id(resource: Resource, resource_id: uuid.UUID) -> Any:
+    return resource.model.select().where(resource.model.id == resource_id)
+
+
+def _require_id(text: str, field: str) -> uuid.UUID:
+    if not text:
+        raise InvalidArgument(f"{field} is required", field)
+    return parse_uuid(text, field)
+
+
+def _next_version(resource: Resource, parent_id: uuid.UUID) -> int:
+    """Lock the parent so that concurrent creates under it number one at a time."""
+    key = resource.model._meta.fields[resource.numbered_by]
+    parent = key.rel_model
+    if parent.select(parent.id).where(parent.id == parent_id).for_update().scalar() is None:
+        raise FailedPrecondition(f"unknown parent: {key.column_name} {parent_id} does not exist")
+    current = (
+        resource.model.select(fn.MAX(resource.model.version)).where(key == parent_id).scalar()
+    )
+    return (current or 0) + 1
+
+
+def insert(resource: Resource, message: Message, resource_id: uuid.UUID | None = None) -> Message:
+    """Insert ``message`` and the children given inline; return what was stored."""
+    values = {k: v for k, v in resource.codec.read(message, resource.writable).items() if v is not UNSET}
+    missing = sorted(resource.required - values.keys())
+    if missing:
+        raise InvalidArgument(f"{missing[0]} is required", missing[0])
+    if resource.numbered_by:
+        parent_key = resource.model._meta.fields[resource.numbered_by].column_name
+        version = _next_version(resource, values[parent_key])
+        values.setdefault("version", version)
+    now = utc_now()
+    row = resource.model(id=resource_id or uuid7(), created_at=now, updated_at=now)
+    for name, value in values.items():
+        setattr(row, resource.fields[name].name, value)
+    row.save(force_insert=True)
+    stored = to_message(resource, row.__data__)
+    for relation, child_name in resource.children.items():
+        child = RESOURCES[child_name]
+        parent_key = child.parent_key_of(resource)
+        for index, child_message in enumerate(getattr(message, relation)):
+            prefix = f"{relation}[{index}]"
+            given = getattr(child_message, parent_key)
+            if given and given != str(row.id):
+                raise InvalidArgument(f"{parent_key} must be empty or this {resource.name}'s id", f"{prefix}.{parent_key}")
+            inline = child_message.__class__()
+            inline.CopyFrom(child_message)
+            setattr(inline, parent_key, str(row.id))
+            try:
+                getattr(stored, relation).append(insert(child, inline))
+            except Exception as error:
+                raise translate(error).at(prefix) from None
+    return stored
+
+
+def _fingerprint(resource: Resource, message: Message) -> str:
+    return hashlib.sha256(resource.name.encode() + message.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _create(resource: Resource, request: Message) -> Message:
+    message = getattr(request, resource.singular)
+    if not request.request_id:
+        return insert(resource, message)
+    request_id = parse_uuid(request.request_id, "request_id")
+    fingerprint = _fingerprint(resource, message)
+    new_id = uuid7()
+    # Concurrent calls with one request_id wait here on the key's unique index;
+    # the loser sees the winner's key once the winner commits.
+    claimed = (
+        IdempotencyKey.insert(
+            request_id=request_id, method=resource.name, fingerprint=fingerprint, resource_id=new_id
+        )
+        .on_conflict_ignore()
+        .execute()
+    )
+    if claimed is not None:
+        return insert(resource, message, new_id)
+    first = IdempotencyKey.get_by_id(request_id)
+    if first.method != resource.name or first.fingerprint != fingerprint:
+        raise InvalidArgument(
+            "request_id was already used for a different request", "request_id"
+        )
+    return _get(resource, first.resource_id)
+
+
+def create(resource: Resource, request: Message) -> Message:
+    with database.atomic():
+        return _create(resource, request)
+
+
+def _get(resource: Resource, resource_id: uuid.UUID) -> Message:
+    data = _select_by_id(resource, resource_id).dicts().first()
+    if data is None:
+        raise NotFound(resource.name, str(resource_id))
+    return to_message(resource, data)
+
+
+def get(resource: Resource, request: Message) -> Message:
+    return _get(resource, _require_id(request.id, "id"))
+
+
+def list_(resource: Resource, request: Message, tokens: PageTokens) -> Message:
+    size = page_size(request.page_size)
+    keys = parse_order_by(resource, request.order_by)
+    query = resource.model.select().where(compile_filter(resource, request.filter))
+    binding = tokens.binding(resource, request.filter, request.order_by)
+    if request.page_token:
+        query = query.where(after(keys, tokens.read(request.page_token, keys, binding)))
+    rows = list(query.order_by(*(key.sort() for key in keys)).limit(size + 1).dicts())
+    response = resource.response("List")
+    getattr(response, resource.plural).extend(to_message(resource, row) for row in rows[:size])
+    if len(rows) > size:
+        response.next_page_token = tokens.issue(keys, rows[size - 1], binding)
+    return response
+
+
+def _update_paths(resource: Resource, message: Message, mask_paths: list[str]) -> list[str]:
+    if not mask_paths:
+        given = {descriptor.name for descriptor, _ in message.ListFields()}
+        return [name for name in resource.writable if name in given and name not in resource.immutable]
+    if mask_paths == ["*"]:
+        return [name for name in resource.writable if name not in resource.immutable]
+    for path in mask_paths:
+        if path in resource.immutable:
+            raise InvalidArgument(f"{path} cannot be changed by an update", "update_mask")
+        if path not in resource.fields:
+            raise InvalidArgument(f"{resource.name} has no updatable field {path!r}", "update_mask")
+    return list(dict.fromkeys(mask_paths))
+
+
+def _next_update_time(previous: datetime.datetime) -> datetime.datetime:
+    # Strictly later than the last update, so the etag changes even when two
+    # updates land within one clock tick.
+    return max(utc_now(), previous + datetime.timedelta(microseconds=1))
+
+
+def update(resource: Resource, request: Message) -> Message:
+    message = getattr(request, resource.singular)
+    resource_id = _require_id(message.id, f"{resource.singular}.id")
+    paths = _update_paths(resource, message, list(request.update_mask.paths))
+    given = resource.codec.read(message, paths)
+    with database.atomic():
+        row = _select_by_id(resource, resource_id).for_update().first()
+        if row is None:
+            raise NotFound(resource.name, str(resource_id))
+        if message.etag and message.etag != etag(row.__data__):
+            raise Aborted(f"{resource.name} {resource_id} changed since etag {message.etag!r} was read")
+        for name, value in given.items():
+            field = resource.fields[name]
+            if value is UNSET:
+                if not field.null and field.default is None:
+                    raise InvalidArgument(f"{name} is required and cannot be cleared", name)
+                value = None if field.null else field.default() if callable(field.default) else field.default
+            setattr(row, field.name, value)
+        row.updated_at = _next_update_time(row.updated_at)
+        row.save(only=[resource.fields[name] for name in paths] + [resource.model.updated_at])
+        return to_message(resource, row.__data__)
+
+
+def delete(resource: Resource, request: Message) -> Message:
+    resource_id = _require_id(request.id, "id")
+    with database.atomic():
+        if resource.model.delete().where(resource.model.id == resource_id).execute() == 0:
+            raise NotFound(resource.name, str(resource_id))
+    return empty_pb2.Empty()
+
+
+def batch_create(resource: Resource, request: Message) -> Message:
+    count = len(request.requests)
+    if not 1 <= count <= MAX_BATCH:
+        raise InvalidArgument(f"requests must hold 1 to {MAX_BATCH} items, got {count}", "requests")
+    response = resource.response("BatchCreate")
+    created = getattr(response, resource.plural)
+    with database.atomic():
+        for index, item in enumerate(request.requests):
+            try:
+                created.append(_create(resource, item))
+            except Exception as error:
+                raise translate(error).at(f"requests[{index}]") from None
+    return response
+
+
+def batch_get(resource: Resource, request: Message) -> Message:
+    ids = [_require_id(text, f"ids[{i}]") for i, text in enumerate(request.ids)]
+    if len(ids) > MAX_BATCH:
+        raise InvalidArgument(f"ids must hold at most {MAX_BATCH} items", "ids")
+    found = {row["id"]: row for row in resource.model.select().where(resource.model.id.in_(ids)).dicts()}
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise NotFound(resource.name, ", ".join(dict.fromkeys(missing)))
+    response = resource.response("BatchGet")
+    getattr(response, resource.plural).extend(to_message(resource, found[i]) for i in ids)
+    return response

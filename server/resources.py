@@ -1,0 +1,149 @@
+"""The 13 resources, each declared once; the generic layer serves them all.
+
+A declaration names the model, the message and what is special about the
+resource; everything else (parents, output-only and immutable fields, which
+fields are required, filterable and orderable) is derived from the model:
+
+    Resource(models.Dataset, dataset_pb2.Dataset, children={"versions": "DatasetVersion"})
+
+Adding a resource means a message, a model and one line here.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+from peewee import Field, ForeignKeyField
+from pgvector.peewee import VectorField
+from playhouse.postgres_ext import BinaryJSONField
+
+import models
+from server.convert import MessageCodec, proto_name, snake_case
+from versatil.ml.v1 import (
+    cloud_run_service_pb2,
+    dataset_pb2,
+    dataset_version_pb2,
+    deployment_pb2,
+    endpoint_pb2,
+    experiment_pb2,
+    model_pb2,
+    model_version_pb2,
+    pattern_recognition_job_pb2,
+    prediction_pb2,
+    service_deployment_pb2,
+    training_job_pb2,
+    workflow_pb2,
+)
+
+PACKAGE = "versatil.ml.v1"
+OUTPUT_ONLY = frozenset({"id", "created_at", "updated_at", "etag"})
+
+
+@dataclass(frozen=True, eq=False)
+class Resource:
+    """One resource: what the generic methods need to know about it."""
+
+    model: type[models.BaseModel]
+    message: type[Message]
+    # Relation field -> child resource, for children created inline with the parent.
+    children: Mapping[str, str] = field(default_factory=dict)
+    # The parent foreign key under which ``version`` counts 1, 2, 3, ...
+    numbered_by: str | None = None
+
+    @cached_property
+    def name(self) -> str:
+        return self.message.DESCRIPTOR.name
+
+    @cached_property
+    def singular(self) -> str:
+        """The request field holding the resource: ``dataset_version``."""
+        return snake_case(self.name)
+
+    @cached_property
+    def plural(self) -> str:
+        """The response field holding a list of resources: ``dataset_versions``."""
+        return self.singular + "s"
+
+    @cached_property
+    def codec(self) -> MessageCodec:
+        return MessageCodec(self.model, self.message)
+
+    @cached_property
+    def fields(self) -> dict[str, Field]:
+        """Proto field name -> model field, for every column."""
+        return {proto_name(f): f for f in self.model._meta.sorted_fields}
+
+    @cached_property
+    def parents(self) -> dict[str, ForeignKeyField]:
+        """Proto field name -> foreign key, for the parents whose deletion cascades."""
+        return {
+            name: f
+            for name, f in self.fields.items()
+            if isinstance(f, ForeignKeyField) and f.on_delete == "CASCADE"
+        }
+
+    @cached_property
+    def immutable(self) -> frozenset[str]:
+        """Fields an update must not name: output-only ones, parents and the version number."""
+        return OUTPUT_ONLY | set(self.parents) | ({"version"} if self.numbered_by else set())
+
+    @cached_property
+    def writable(self) -> tuple[str, ...]:
+        """Columns a client sets on create (parents and an explicit version included)."""
+        return tuple(name for name in self.fields if name not in OUTPUT_ONLY)
+
+    @cached_property
+    def required(self) -> frozenset[str]:
+        """Columns a create must give: NOT NULL and without a default."""
+        return frozenset(
+            name
+            for name in self.writable
+            if not self.fields[name].null
+            and self.fields[name].default is None
+            and not (name == "version" and self.numbered_by)
+        )
+
+    @cached_property
+    def filterable(self) -> frozenset[str]:
+        return frozenset(
+            name for name, f in self.fields.items() if not isinstance(f, (VectorField, BinaryJSONField))
+        )
+
+    @cached_property
+    def orderable(self) -> frozenset[str]:
+        return self.filterable
+
+    def response(self, method: str) -> Message:
+        """An empty ``<Method><Resource>sResponse``, e.g. ``ListDatasetsResponse``."""
+        name = f"{PACKAGE}.{method}{self.name}sResponse"
+        return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(name))()
+
+    def parent_key_of(self, parent: Resource) -> str:
+        """The field of this resource that points at ``parent`` (``dataset_id``)."""
+        for name, fk in self.parents.items():
+            if fk.rel_model is parent.model:
+                return name
+        raise LookupError(f"{self.name} has no parent {parent.name}")
+
+
+RESOURCES: dict[str, Resource] = {
+    resource.name: resource
+    for resource in (
+        Resource(models.Workflow, workflow_pb2.Workflow),
+        Resource(models.Dataset, dataset_pb2.Dataset, children={"versions": "DatasetVersion"}),
+        Resource(models.DatasetVersion, dataset_version_pb2.DatasetVersion, numbered_by="dataset"),
+        Resource(models.MLModel, model_pb2.Model, children={"versions": "ModelVersion"}),
+        Resource(models.ModelVersion, model_version_pb2.ModelVersion, numbered_by="model"),
+        Resource(models.Experiment, experiment_pb2.Experiment),
+        Resource(models.TrainingJob, training_job_pb2.TrainingJob),
+        Resource(models.Endpoint, endpoint_pb2.Endpoint, children={"deployments": "Deployment"}),
+        Resource(models.Deployment, deployment_pb2.Deployment),
+        Resource(models.Prediction, prediction_pb2.Prediction),
+        Resource(models.PatternRecognitionJob, pattern_recognition_job_pb2.PatternRecognitionJob),
+        Resource(models.CloudRunService, cloud_run_service_pb2.CloudRunService),
+        Resource(models.ServiceDeployment, service_deployment_pb2.ServiceDeployment),
+    )
+}

@@ -1,0 +1,114 @@
+"""Binds the RPCs of every resource service to the generic methods.
+
+Handlers are built from the service descriptors rather than the generated
+``add_*Servicer_to_server`` functions for two reasons: one table serves all 13
+services, and requests are decoded by a lenient deserializer, so that bytes
+that are not a valid message get INVALID_ARGUMENT instead of grpcio's INTERNAL.
+Each call runs in one pooled database connection and logs one line.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf import message_factory
+from grpc_status import rpc_status
+
+from models import database
+from server import methods
+from server.errors import InvalidArgument, to_rpc_status
+from server.pagination import PageTokens
+from server.resources import RESOURCES, Resource
+
+log = logging.getLogger("versatil.rpc")
+
+Behavior = Callable[[Resource, Message], Message]
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class MalformedRequest:
+    """Stands for a request whose bytes did not decode as the expected message."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return MalformedRequest(message_class.DESCRIPTOR.full_name)
+
+    return deserialize
+
+
+def _standard_methods(resource: Resource, tokens: PageTokens) -> dict[str, Behavior]:
+    name = resource.name
+    return {
+        f"Create{name}": methods.create,
+        f"Get{name}": methods.get,
+        f"List{name}s": functools.partial(methods.list_, tokens=tokens),
+        f"Update{name}": methods.update,
+        f"Delete{name}": methods.delete,
+        f"BatchCreate{name}s": methods.batch_create,
+        f"BatchGet{name}s": methods.batch_get,
+    }
+
+
+def _unary(method: MethodDescriptor, resource: Resource, behavior: Behavior) -> grpc.RpcMethodHandler:
+    full_name = f"/{method.containing_service.full_name}/{method.name}"
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+
+    def handle(request: Message | MalformedRequest, context: grpc.ServicerContext) -> Message:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(f"the request is not a valid {request.name} message")
+            with database.connection_context():
+                return behavior(resource, request)
+        except Exception as error:
+            status = to_rpc_status(error)
+            code = _CODES[status.code]
+            context.abort_with_status(rpc_status.to_status(status))
+            raise  # abort_with_status always raises; this line only informs type checkers.
+        finally:
+            log.info("%s %s %.1fms", full_name, code.name, (time.perf_counter() - started) * 1000)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=_lenient(request_class),
+        response_serializer=response_class.SerializeToString,
+    )
+
+
+def service_descriptor(resource: Resource) -> ServiceDescriptor:
+    module = importlib.import_module(f"versatil.ml.v1.{resource.singular}_service_pb2")
+    return module.DESCRIPTOR.services_by_name[f"{resource.name}Service"]
+
+
+def service_handlers(tokens: PageTokens) -> list[grpc.GenericRpcHandler]:
+    """One generic handler per resource service; every RPC must have a behavior."""
+    handlers = []
+    for resource in RESOURCES.values():
+        service = service_descriptor(resource)
+        behaviors = _standard_methods(resource, tokens)
+        unbound = [m.name for m in service.methods if m.name not in behaviors]
+        if unbound:
+            raise LookupError(f"{service.full_name} declares RPCs with no behavior: {unbound}")
+        handlers.append(
+            grpc.method_handlers_generic_handler(
+                service.full_name,
+                {m.name: _unary(m, resource, behaviors[m.name]) for m in service.methods},
+            )
+        )
+    return handlers
