@@ -1,12 +1,11 @@
 """``python -m server``: serve the contract (configuration: see ``server.config``)."""
-import logging
 import sys
 
 from server.app import serve
-from server.config import Settings
+from server.config import Settings, configure_logging
 from server.database import SchemaBehind
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+configure_logging()
 try:
     serve(Settings.from_env())
 except SchemaBehind as error:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,3 +44,9 @@ class Settings:
             grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
         )
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # pgserver narrates every pg_ctl call at INFO; only its problems matter here.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -138,7 +138,7 @@ def api(channel: grpc.Channel) -> Api:
 
 
 @pytest.fixture
-def rows() -> Iterator[type[models.database.__class__]]:
-    """A database connection for asserting on what was stored."""
+def rows(database_url: str) -> Iterator[ModuleType]:
+    """The models, with a database connection open for asserting on what was stored."""
     with models.database.connection_context():
         yield models
