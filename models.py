@@ -366,7 +366,7 @@ class Deployment(BaseModel):
 
     class Meta:
         table_name = "deployments"
-        constraints = [Check("max_replicas >= min_replicas", "deployments_replicas_check")]
+        constraints = [Check("max_replicas >= min_replicas", "deployments_max_replicas_check")]
 
 
 class Prediction(BaseModel):

@@ -221,7 +221,7 @@ CREATE TABLE "deployments" (
     "deployed_at" TIMESTAMPTZ,
     FOREIGN KEY ("endpoint_id") REFERENCES "endpoints" ("id") ON DELETE CASCADE,
     FOREIGN KEY ("model_version_id") REFERENCES "model_versions" ("id") ON DELETE CASCADE,
-    CONSTRAINT "deployments_replicas_check" CHECK (max_replicas >= min_replicas)
+    CONSTRAINT "deployments_max_replicas_check" CHECK (max_replicas >= min_replicas)
 );
 
 CREATE INDEX "deployments_endpoint_id" ON "deployments" ("endpoint_id");

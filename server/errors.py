@@ -32,6 +32,9 @@ class ServiceError(Exception):
     code = grpc.StatusCode.INTERNAL
     reason = "INTERNAL"
 
+    def __init_subclass__(cls) -> None:
+        cls.reason = cls.__dict__.get("reason", cls.code.name)
+
     def __init__(self, message: str, *details: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -46,7 +49,6 @@ class ServiceError(Exception):
 
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
 
     def __init__(self, message: str, field: str = "") -> None:
         violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
@@ -60,7 +62,6 @@ class InvalidArgument(ServiceError):
 
 class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
 
     def __init__(self, resource_type: str, resource_id: str) -> None:
         super().__init__(
@@ -71,17 +72,14 @@ class NotFound(ServiceError):
 
 class AlreadyExists(ServiceError):
     code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
 
 
 class Aborted(ServiceError):
     code = grpc.StatusCode.ABORTED
-    reason = "ABORTED"
 
 
 class Unavailable(ServiceError):
@@ -91,7 +89,6 @@ class Unavailable(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "DEADLINE_EXCEEDED"
 
 
 def _driver_error(error: peewee.PeeweeException) -> psycopg2.Error | None:
@@ -121,7 +118,8 @@ def _from_database(error: peewee.PeeweeException) -> ServiceError:
             return FailedPrecondition(f"unknown parent: {key} does not exist")
         return FailedPrecondition(f"the change would break the relation {constraint}")
     if code == pgcodes.CHECK_VIOLATION:
-        return InvalidArgument(f"value violates the rule {constraint}", _field_of(constraint))
+        field = _field_of(constraint, diagnostics.table_name)
+        return InvalidArgument(f"{field or 'a value'} violates the rule {constraint}", field)
     if code == pgcodes.NOT_NULL_VIOLATION:
         column = diagnostics.column_name or ""
         return InvalidArgument(f"{column} is required", column)
@@ -136,11 +134,12 @@ def _from_database(error: peewee.PeeweeException) -> ServiceError:
     raise error
 
 
-def _field_of(constraint: str) -> str:
-    # PostgreSQL names a column CHECK "<table>_<column>_check"; the table is
-    # not known here, so report the constraint when the split is ambiguous.
-    match = re.fullmatch(r"[a-z]+(?:_[a-z]+)*?s_(?P<column>[a-z_]+)_check", constraint)
-    return match["column"] if match else constraint
+def _field_of(constraint: str, table: str | None) -> str:
+    # PostgreSQL names a column's CHECK "<table>_<column>_check".
+    prefix, suffix = f"{table}_", "_check"
+    if table and constraint.startswith(prefix) and constraint.endswith(suffix):
+        return constraint[len(prefix) : -len(suffix)]
+    return ""
 
 
 def translate(error: BaseException) -> ServiceError:
