@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -43,6 +44,26 @@ OUTPUT_ONLY = frozenset({"id", "created_at", "updated_at", "etag"})
 
 
 @dataclass(frozen=True, eq=False)
+class Relation:
+    """A hop from one resource to another along a foreign key.
+
+    ``many`` relations go down to children (``Dataset.versions``); the others go
+    up to the parent a foreign key names (``DatasetVersion.dataset``).
+    """
+
+    name: str
+    target: Resource
+    key: ForeignKeyField
+    many: bool
+
+    def link(self, source: type[models.BaseModel]) -> Any:
+        """The condition tying a target row to a ``source`` row, for correlated subqueries."""
+        if self.many:
+            return self.key == source.id
+        return self.target.model.id == self.key
+
+
+@dataclass(frozen=True, eq=False)
 class Resource:
     """One resource: what the generic methods need to know about it."""
 
@@ -52,6 +73,9 @@ class Resource:
     children: Mapping[str, str] = field(default_factory=dict)
     # The parent foreign key under which ``version`` counts 1, 2, 3, ...
     numbered_by: str | None = None
+    # Child lists that ``expand`` may include and filters may reach into
+    # (predictions are too many to be either).
+    child_relations: tuple[str, ...] = ()
 
     @cached_property
     def name(self) -> str:
@@ -116,6 +140,20 @@ class Resource:
     def orderable(self) -> frozenset[str]:
         return self.filterable
 
+    @cached_property
+    def relations(self) -> dict[str, Relation]:
+        """Every parent by its foreign key's name, and the declared child lists."""
+        found = {
+            f.name: Relation(f.name, resource_of(f.rel_model), f, many=False)
+            for f in self.fields.values()
+            if isinstance(f, ForeignKeyField)
+        }
+        backrefs = {fk.backref: fk for fk in self.model._meta.backrefs}
+        for name in self.child_relations:
+            key = backrefs[name]
+            found[name] = Relation(name, resource_of(key.model), key, many=True)
+        return found
+
     def response(self, method: str) -> Message:
         """An empty ``<Method><Resource>sResponse``, e.g. ``ListDatasetsResponse``."""
         name = f"{PACKAGE}.{method}{self.name}sResponse"
@@ -129,21 +167,49 @@ class Resource:
         raise LookupError(f"{self.name} has no parent {parent.name}")
 
 
+def resource_of(model: type[models.BaseModel]) -> Resource:
+    return next(resource for resource in RESOURCES.values() if resource.model is model)
+
+
 RESOURCES: dict[str, Resource] = {
     resource.name: resource
     for resource in (
-        Resource(models.Workflow, workflow_pb2.Workflow),
-        Resource(models.Dataset, dataset_pb2.Dataset, children={"versions": "DatasetVersion"}),
+        Resource(
+            models.Workflow, workflow_pb2.Workflow, child_relations=("datasets", "models", "experiments")
+        ),
+        Resource(
+            models.Dataset,
+            dataset_pb2.Dataset,
+            children={"versions": "DatasetVersion"},
+            child_relations=("versions", "training_jobs"),
+        ),
         Resource(models.DatasetVersion, dataset_version_pb2.DatasetVersion, numbered_by="dataset"),
-        Resource(models.MLModel, model_pb2.Model, children={"versions": "ModelVersion"}),
-        Resource(models.ModelVersion, model_version_pb2.ModelVersion, numbered_by="model"),
-        Resource(models.Experiment, experiment_pb2.Experiment),
+        Resource(
+            models.MLModel,
+            model_pb2.Model,
+            children={"versions": "ModelVersion"},
+            child_relations=("versions", "endpoints"),
+        ),
+        Resource(
+            models.ModelVersion,
+            model_version_pb2.ModelVersion,
+            numbered_by="model",
+            child_relations=("deployments",),
+        ),
+        Resource(models.Experiment, experiment_pb2.Experiment, child_relations=("training_jobs",)),
         Resource(models.TrainingJob, training_job_pb2.TrainingJob),
-        Resource(models.Endpoint, endpoint_pb2.Endpoint, children={"deployments": "Deployment"}),
+        Resource(
+            models.Endpoint,
+            endpoint_pb2.Endpoint,
+            children={"deployments": "Deployment"},
+            child_relations=("deployments",),
+        ),
         Resource(models.Deployment, deployment_pb2.Deployment),
         Resource(models.Prediction, prediction_pb2.Prediction),
         Resource(models.PatternRecognitionJob, pattern_recognition_job_pb2.PatternRecognitionJob),
-        Resource(models.CloudRunService, cloud_run_service_pb2.CloudRunService),
+        Resource(
+            models.CloudRunService, cloud_run_service_pb2.CloudRunService, child_relations=("deployments",)
+        ),
         Resource(models.ServiceDeployment, service_deployment_pb2.ServiceDeployment),
     )
 }
