@@ -203,10 +203,10 @@ class MessageCodec:
                 return CODECS[kind]
         raise LookupError(f"no codec for {type(field).__name__}")
 
-    def to_message(self, data: dict[str, Any], message: Message | None = None) -> Message:
-        """Fill a message from a row's ``__data__`` (keys are Peewee field names)."""
-        message = message if message is not None else self.message_class()
-        for column in self.columns.values():
+    def to_message(self, data: dict[str, Any], names: Iterable[str] | None = None) -> Message:
+        """A message from a row (keys are Peewee field names), limited to ``names`` if given."""
+        message = self.message_class()
+        for column in self.columns.values() if names is None else map(self.columns.__getitem__, names):
             value = data.get(column.field.name)
             if value is not None:
                 column.codec.write(message, column.name, value)

@@ -24,24 +24,9 @@ from server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from server.filters import compile_filter
 from server.pagination import PageTokens, after, page_size, parse_order_by
 from server.resources import RESOURCES, Resource
+from server.shaping import Shape, etag, to_message
 
 MAX_BATCH = 1000
-
-
-def etag(data: dict[str, Any]) -> str:
-    """Changes on every update: ``updated_at`` strictly increases (see ``_next_update_time``)."""
-    stamp = f"{data['id']}/{data['updated_at'].isoformat()}"
-    return hashlib.sha256(stamp.encode()).hexdigest()[:20]
-
-
-def to_message(resource: Resource, data: dict[str, Any]) -> Message:
-    message = resource.codec.to_message(data)
-    message.etag = etag(data)
-    return message
-
-
-def _select_by_id(resource: Resource, resource_id: uuid.UUID) -> Any:
-    return resource.model.select().where(resource.model.id == resource_id)
 
 
 def _require_id(text: str, field: str) -> uuid.UUID:
@@ -131,29 +116,39 @@ def create(resource: Resource, request: Message) -> Message:
         return _create(resource, request)
 
 
-def _get(resource: Resource, resource_id: uuid.UUID) -> Message:
-    data = _select_by_id(resource, resource_id).dicts().first()
+def _get(resource: Resource, resource_id: uuid.UUID, shape: Shape | None = None) -> Message:
+    shape = shape or Shape.of(resource)
+    data = resource.model.select(*shape.select()).where(resource.model.id == resource_id).dicts().first()
     if data is None:
         raise NotFound(resource.name, str(resource_id))
-    return to_message(resource, data)
+    return shape.render([data])[0]
 
 
 def get(resource: Resource, request: Message) -> Message:
-    return _get(resource, _require_id(request.id, "id"))
+    resource_id = _require_id(request.id, "id")
+    return _get(resource, resource_id, Shape.of(resource, request.read_mask.paths, request.expand))
 
 
 def list_(resource: Resource, request: Message, tokens: PageTokens) -> Message:
     size = page_size(request.page_size)
+    if request.skip < 0:
+        raise InvalidArgument("skip must not be negative", "skip")
     keys = parse_order_by(resource, request.order_by)
-    query = resource.model.select().where(compile_filter(resource, request.filter))
+    shape = Shape.of(resource, request.read_mask.paths, request.expand)
+    matching = resource.model.select(*shape.select(*(key.field for key in keys)))
+    matching = matching.where(compile_filter(resource, request.filter))
     binding = tokens.binding(resource, request.filter, request.order_by)
+    page = matching
     if request.page_token:
-        query = query.where(after(keys, tokens.read(request.page_token, keys, binding)))
-    rows = list(query.order_by(*(key.sort() for key in keys)).limit(size + 1).dicts())
+        page = page.where(after(keys, tokens.read(request.page_token, keys, binding)))
+    page = page.order_by(*(key.sort() for key in keys)).offset(request.skip or None).limit(size + 1)
+    rows = list(page.dicts())
     response = resource.response("List")
-    getattr(response, resource.plural).extend(to_message(resource, row) for row in rows[:size])
+    getattr(response, resource.plural).extend(shape.render(rows[:size]))
     if len(rows) > size:
         response.next_page_token = tokens.issue(keys, rows[size - 1], binding)
+    if request.show_total_size:
+        response.total_size = matching.order_by().count()
     return response
 
 
@@ -177,17 +172,23 @@ def _next_update_time(previous: datetime.datetime) -> datetime.datetime:
     return max(utc_now(), previous + datetime.timedelta(microseconds=1))
 
 
+def _check_etag(resource: Resource, row: Any, given: str) -> None:
+    if given and given != etag(row.__data__):
+        raise Aborted(f"{resource.name} {row.id} changed since etag {given!r} was read")
+
+
 def update(resource: Resource, request: Message) -> Message:
     message = getattr(request, resource.singular)
     resource_id = _require_id(message.id, f"{resource.singular}.id")
     paths = _update_paths(resource, message, list(request.update_mask.paths))
     given = resource.codec.read(message, paths)
     with database.atomic():
-        row = _select_by_id(resource, resource_id).for_update().first()
+        row = resource.model.select().where(resource.model.id == resource_id).for_update().first()
         if row is None:
+            if request.allow_missing:
+                return insert(resource, message, resource_id)
             raise NotFound(resource.name, str(resource_id))
-        if message.etag and message.etag != etag(row.__data__):
-            raise Aborted(f"{resource.name} {resource_id} changed since etag {message.etag!r} was read")
+        _check_etag(resource, row, message.etag)
         for name, value in given.items():
             field = resource.fields[name]
             if value is UNSET:
@@ -203,8 +204,13 @@ def update(resource: Resource, request: Message) -> Message:
 def delete(resource: Resource, request: Message) -> Message:
     resource_id = _require_id(request.id, "id")
     with database.atomic():
-        if resource.model.delete().where(resource.model.id == resource_id).execute() == 0:
+        row = resource.model.select().where(resource.model.id == resource_id).for_update().first()
+        if row is None:
+            if request.allow_missing:
+                return empty_pb2.Empty()
             raise NotFound(resource.name, str(resource_id))
+        _check_etag(resource, row, request.etag)
+        row.delete_instance()
     return empty_pb2.Empty()
 
 
@@ -227,10 +233,12 @@ def batch_get(resource: Resource, request: Message) -> Message:
     ids = [_require_id(text, f"ids[{i}]") for i, text in enumerate(request.ids)]
     if len(ids) > MAX_BATCH:
         raise InvalidArgument(f"ids must hold at most {MAX_BATCH} items", "ids")
-    found = {row["id"]: row for row in resource.model.select().where(resource.model.id.in_(ids)).dicts()}
+    shape = Shape.of(resource, request.read_mask.paths)
+    rows = list(resource.model.select(*shape.select()).where(resource.model.id.in_(ids)).dicts())
+    found = {row["id"]: message for row, message in zip(rows, shape.render(rows))}
     missing = [str(i) for i in ids if i not in found]
     if missing:
         raise NotFound(resource.name, ", ".join(dict.fromkeys(missing)))
     response = resource.response("BatchGet")
-    getattr(response, resource.plural).extend(to_message(resource, found[i]) for i in ids)
+    getattr(response, resource.plural).extend(found[i] for i in ids)
     return response

@@ -4,7 +4,7 @@ A declaration names the model, the message and what is special about the
 resource; everything else (parents, output-only and immutable fields, which
 fields are required, filterable and orderable) is derived from the model:
 
-    Resource(models.Dataset, dataset_pb2.Dataset, children={"versions": "DatasetVersion"})
+    Resource(models.Dataset, pb.Dataset, children={"versions": "DatasetVersion"})
 
 Adding a resource means a message, a model and one line here.
 """
@@ -23,21 +23,7 @@ from playhouse.postgres_ext import BinaryJSONField
 
 import models
 from server.convert import MessageCodec, proto_name, snake_case
-from versatil.ml.v1 import (
-    cloud_run_service_pb2,
-    dataset_pb2,
-    dataset_version_pb2,
-    deployment_pb2,
-    endpoint_pb2,
-    experiment_pb2,
-    model_pb2,
-    model_version_pb2,
-    pattern_recognition_job_pb2,
-    prediction_pb2,
-    service_deployment_pb2,
-    training_job_pb2,
-    workflow_pb2,
-)
+from versatil.ml.v1 import resources_pb2 as pb
 
 PACKAGE = "versatil.ml.v1"
 OUTPUT_ONLY = frozenset({"id", "created_at", "updated_at", "etag"})
@@ -175,41 +161,41 @@ RESOURCES: dict[str, Resource] = {
     resource.name: resource
     for resource in (
         Resource(
-            models.Workflow, workflow_pb2.Workflow, child_relations=("datasets", "models", "experiments")
+            models.Workflow, pb.Workflow, child_relations=("datasets", "models", "experiments")
         ),
         Resource(
             models.Dataset,
-            dataset_pb2.Dataset,
+            pb.Dataset,
             children={"versions": "DatasetVersion"},
             child_relations=("versions", "training_jobs"),
         ),
-        Resource(models.DatasetVersion, dataset_version_pb2.DatasetVersion, numbered_by="dataset"),
+        Resource(models.DatasetVersion, pb.DatasetVersion, numbered_by="dataset"),
         Resource(
             models.MLModel,
-            model_pb2.Model,
+            pb.Model,
             children={"versions": "ModelVersion"},
             child_relations=("versions", "endpoints"),
         ),
         Resource(
             models.ModelVersion,
-            model_version_pb2.ModelVersion,
+            pb.ModelVersion,
             numbered_by="model",
             child_relations=("deployments",),
         ),
-        Resource(models.Experiment, experiment_pb2.Experiment, child_relations=("training_jobs",)),
-        Resource(models.TrainingJob, training_job_pb2.TrainingJob),
+        Resource(models.Experiment, pb.Experiment, child_relations=("training_jobs",)),
+        Resource(models.TrainingJob, pb.TrainingJob),
         Resource(
             models.Endpoint,
-            endpoint_pb2.Endpoint,
+            pb.Endpoint,
             children={"deployments": "Deployment"},
             child_relations=("deployments",),
         ),
-        Resource(models.Deployment, deployment_pb2.Deployment),
-        Resource(models.Prediction, prediction_pb2.Prediction),
-        Resource(models.PatternRecognitionJob, pattern_recognition_job_pb2.PatternRecognitionJob),
+        Resource(models.Deployment, pb.Deployment),
+        Resource(models.Prediction, pb.Prediction),
+        Resource(models.PatternRecognitionJob, pb.PatternRecognitionJob),
         Resource(
-            models.CloudRunService, cloud_run_service_pb2.CloudRunService, child_relations=("deployments",)
+            models.CloudRunService, pb.CloudRunService, child_relations=("deployments",)
         ),
-        Resource(models.ServiceDeployment, service_deployment_pb2.ServiceDeployment),
+        Resource(models.ServiceDeployment, pb.ServiceDeployment),
     )
 }
