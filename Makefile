@@ -28,12 +28,16 @@ $(INSTALLED): requirements.txt
 
 # Python messages, gRPC stubs and their .pyi types (mypy-protobuf), into the
 # git-ignored package `versatil/`.
+# Generated beside the old package and swapped in whole, so a running test
+# never imports a half-written package.
 $(GENERATED): $(PROTOS) $(INSTALLED)
-	rm -rf versatil
+	rm -rf .generated && mkdir .generated
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 		-I "$$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')" \
-		--python_out=. --grpc_python_out=. --mypy_out=quiet:. --mypy_grpc_out=quiet:. $(PROTOS)
-	touch $@
+		--python_out=.generated --grpc_python_out=.generated \
+		--mypy_out=quiet:.generated --mypy_grpc_out=quiet:.generated $(PROTOS)
+	touch .generated/$@
+	rm -rf versatil && mv .generated/versatil versatil && rmdir .generated
 
 migrate: $(GENERATED)
 	$(PY) -m server.migrate up
@@ -52,4 +56,4 @@ seed: $(GENERATED)
 	$(PY) -m server.seed
 
 clean:
-	rm -rf $(VENV) versatil .pytest_cache
+	rm -rf $(VENV) versatil .generated

@@ -107,7 +107,9 @@ def _read_timestamp(message: Message, name: str, descriptor: FieldDescriptor) ->
 def _write_struct(message: Message, name: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise TypeError(f"{name} holds a JSON {type(value).__name__}, expected an object")
-    getattr(message, name).update(value)
+    struct = getattr(message, name)
+    struct.SetInParent()  # An empty object is still present, unlike NULL.
+    struct.update(value)
 
 
 def _read_struct(message: Message, name: str, descriptor: FieldDescriptor) -> Any:

@@ -92,8 +92,8 @@ class DeadlineExceeded(ServiceError):
 
 
 def _driver_error(error: peewee.PeeweeException) -> psycopg2.Error | None:
-    # Peewee re-raises driver errors with the original as the first argument.
-    cause = error.args[0] if error.args else None
+    # Peewee re-raises driver errors as its own, keeping the original as ``orig``.
+    cause = getattr(error, "orig", None)
     return cause if isinstance(cause, psycopg2.Error) else None
 
 

@@ -24,6 +24,7 @@ from server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from server.filters import compile_filter
 from server.pagination import PageTokens, after, page_size, parse_order_by
 from server.resources import RESOURCES, Resource
+from server.rules import Record
 from server.shaping import Shape, etag, to_message
 
 MAX_BATCH = 1000
@@ -61,7 +62,13 @@ def insert(resource: Resource, message: Message, resource_id: uuid.UUID | None =
     row = resource.model(id=resource_id or uuid7(), created_at=now, updated_at=now)
     for name, value in values.items():
         setattr(row, resource.fields[name].name, value)
+    record = resource.record(row.__data__)
+    for rule in resource.rules:
+        rule.on_create(record)
+    _assign(resource, row, record)
     row.save(force_insert=True)
+    for rule in resource.rules:
+        rule.after_write(None, record)
     stored = to_message(resource, row.__data__)
     for relation, child_name in resource.children.items():
         child = RESOURCES[child_name]
@@ -172,6 +179,21 @@ def _next_update_time(previous: datetime.datetime) -> datetime.datetime:
     return max(utc_now(), previous + datetime.timedelta(microseconds=1))
 
 
+def _assign(resource: Resource, row: Any, record: Record) -> None:
+    for name, value in record.items():
+        setattr(row, resource.fields[name].name, value)
+
+
+def _cleared(resource: Resource, name: str) -> Any:
+    """What a masked field left unset becomes: NULL, or its default when it has one."""
+    field = resource.fields[name]
+    if field.null:
+        return None
+    if field.default is None:
+        raise InvalidArgument(f"{name} is required and cannot be cleared", name)
+    return field.default() if callable(field.default) else field.default
+
+
 def _check_etag(resource: Resource, row: Any, given: str) -> None:
     if given and given != etag(row.__data__):
         raise Aborted(f"{resource.name} {row.id} changed since etag {given!r} was read")
@@ -189,15 +211,16 @@ def update(resource: Resource, request: Message) -> Message:
                 return insert(resource, message, resource_id)
             raise NotFound(resource.name, str(resource_id))
         _check_etag(resource, row, message.etag)
-        for name, value in given.items():
-            field = resource.fields[name]
-            if value is UNSET:
-                if not field.null and field.default is None:
-                    raise InvalidArgument(f"{name} is required and cannot be cleared", name)
-                value = None if field.null else field.default() if callable(field.default) else field.default
-            setattr(row, field.name, value)
-        row.updated_at = _next_update_time(row.updated_at)
-        row.save(only=[resource.fields[name] for name in paths] + [resource.model.updated_at])
+        before = resource.record(row.__data__)
+        changes = {name: _cleared(resource, name) if value is UNSET else value for name, value in given.items()}
+        for rule in resource.rules:
+            rule.on_update(before, changes)
+        changes["updated_at"] = _next_update_time(row.updated_at)
+        _assign(resource, row, changes)
+        row.save(only=[resource.fields[name] for name in changes])
+        after = resource.record(row.__data__)
+        for rule in resource.rules:
+            rule.after_write(before, after)
         return to_message(resource, row.__data__)
 
 
@@ -211,6 +234,8 @@ def delete(resource: Resource, request: Message) -> Message:
             raise NotFound(resource.name, str(resource_id))
         _check_etag(resource, row, request.etag)
         row.delete_instance()
+        for rule in resource.rules:
+            rule.after_write(resource.record(row.__data__), None)
     return empty_pb2.Empty()
 
 

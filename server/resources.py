@@ -10,7 +10,7 @@ Adding a resource means a message, a model and one line here.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -23,6 +23,7 @@ from playhouse.postgres_ext import BinaryJSONField
 
 import models
 from server.convert import MessageCodec, proto_name, snake_case
+from server.rules import Record, Rule
 from versatil.ml.v1 import resources_pb2 as pb
 
 PACKAGE = "versatil.ml.v1"
@@ -62,6 +63,10 @@ class Resource:
     # Child lists that ``expand`` may include and filters may reach into
     # (predictions are too many to be either).
     child_relations: tuple[str, ...] = ()
+    # Domain rules the standard methods apply on every write (``server.rules``).
+    rules: tuple[Rule, ...] = ()
+    # RPCs beyond the standard methods: name -> behavior(resource, request).
+    custom_methods: Mapping[str, Callable[[Resource, Message], Message]] = field(default_factory=dict)
 
     @cached_property
     def name(self) -> str:
@@ -139,6 +144,10 @@ class Resource:
             key = backrefs[name]
             found[name] = Relation(name, resource_of(key.model), key, many=True)
         return found
+
+    def record(self, data: dict[str, Any]) -> Record:
+        """A row's values (``row.__data__`` or a ``dicts()`` row) keyed by column name."""
+        return {name: data.get(f.name) for name, f in self.fields.items()}
 
     def response(self, method: str) -> Message:
         """An empty ``<Method><Resource>sResponse``, e.g. ``ListDatasetsResponse``."""
