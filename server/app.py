@@ -23,8 +23,7 @@ import models
 from server import database as db
 from server.config import Settings
 from server.pagination import PageTokens
-from server.resources import RESOURCES
-from server.routing import service_descriptor, service_handlers
+from server.routing import bind, resource_services
 
 log = logging.getLogger("versatil")
 
@@ -42,11 +41,12 @@ def page_token_key(settings: Settings) -> bytes:
 def create_server(settings: Settings) -> tuple[grpc.Server, int]:
     """A server with every service registered and bound to ``settings.listen``; not started."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.pool_size))
-    server.add_generic_rpc_handlers(service_handlers(PageTokens(page_token_key(settings))))
+    services = resource_services(PageTokens(page_token_key(settings)))
+    server.add_generic_rpc_handlers([bind(service, behaviors) for service, behaviors in services.items()])
 
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [service_descriptor(resource).full_name for resource in RESOURCES.values()]
+    names = [service.full_name for service in services]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 

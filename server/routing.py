@@ -12,7 +12,7 @@ import functools
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -29,7 +29,7 @@ from server.resources import RESOURCES, Resource
 
 log = logging.getLogger("versatil.rpc")
 
-Behavior = Callable[[Resource, Message], Message]
+Behavior = Callable[[Message], Message]
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -52,7 +52,7 @@ def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
 
 def _standard_methods(resource: Resource, tokens: PageTokens) -> dict[str, Behavior]:
     name = resource.name
-    return {
+    bound = {
         f"Create{name}": methods.create,
         f"Get{name}": methods.get,
         f"List{name}s": functools.partial(methods.list_, tokens=tokens),
@@ -60,10 +60,12 @@ def _standard_methods(resource: Resource, tokens: PageTokens) -> dict[str, Behav
         f"Delete{name}": methods.delete,
         f"BatchCreate{name}s": methods.batch_create,
         f"BatchGet{name}s": methods.batch_get,
+        **resource.custom_methods,
     }
+    return {method: functools.partial(behavior, resource) for method, behavior in bound.items()}
 
 
-def _unary(method: MethodDescriptor, resource: Resource, behavior: Behavior) -> grpc.RpcMethodHandler:
+def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandler:
     full_name = f"/{method.containing_service.full_name}/{method.name}"
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
@@ -75,7 +77,7 @@ def _unary(method: MethodDescriptor, resource: Resource, behavior: Behavior) -> 
             if isinstance(request, MalformedRequest):
                 raise InvalidArgument(f"the request is not a valid {request.name} message")
             with database.connection_context():
-                return behavior(resource, request)
+                return behavior(request)
         except Exception as error:
             status = to_rpc_status(error)
             code = _CODES[status.code]
@@ -91,24 +93,23 @@ def _unary(method: MethodDescriptor, resource: Resource, behavior: Behavior) -> 
     )
 
 
+def bind(service: ServiceDescriptor, behaviors: Mapping[str, Behavior]) -> grpc.GenericRpcHandler:
+    """A handler for every RPC of ``service``; each must have a behavior."""
+    unbound = [m.name for m in service.methods if m.name not in behaviors]
+    if unbound:
+        raise LookupError(f"{service.full_name} declares RPCs with no behavior: {unbound}")
+    return grpc.method_handlers_generic_handler(
+        service.full_name, {m.name: _unary(m, behaviors[m.name]) for m in service.methods}
+    )
+
+
 def service_descriptor(resource: Resource) -> ServiceDescriptor:
     module = importlib.import_module(f"versatil.ml.v1.{resource.singular}_service_pb2")
     return module.DESCRIPTOR.services_by_name[f"{resource.name}Service"]
 
 
-def service_handlers(tokens: PageTokens) -> list[grpc.GenericRpcHandler]:
-    """One generic handler per resource service; every RPC must have a behavior."""
-    handlers = []
-    for resource in RESOURCES.values():
-        service = service_descriptor(resource)
-        behaviors = _standard_methods(resource, tokens)
-        unbound = [m.name for m in service.methods if m.name not in behaviors]
-        if unbound:
-            raise LookupError(f"{service.full_name} declares RPCs with no behavior: {unbound}")
-        handlers.append(
-            grpc.method_handlers_generic_handler(
-                service.full_name,
-                {m.name: _unary(m, resource, behaviors[m.name]) for m in service.methods},
-            )
-        )
-    return handlers
+def resource_services(tokens: PageTokens) -> dict[ServiceDescriptor, dict[str, Behavior]]:
+    """Every resource service with the behaviors of its RPCs."""
+    return {
+        service_descriptor(resource): _standard_methods(resource, tokens) for resource in RESOURCES.values()
+    }
