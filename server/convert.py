@@ -75,6 +75,13 @@ def _read_scalar(message: Message, name: str, descriptor: FieldDescriptor) -> An
     return getattr(message, name)
 
 
+def _read_text(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
+    value = _read_scalar(message, name, descriptor)
+    if value is not UNSET and "\0" in value:
+        raise InvalidArgument(f"{name} must not contain NUL characters", name)
+    return value
+
+
 def _read_double(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
     value = _read_scalar(message, name, descriptor)
     if value is not UNSET and not math.isfinite(value):
@@ -115,7 +122,10 @@ def _write_struct(message: Message, name: str, value: Any) -> None:
 def _read_struct(message: Message, name: str, descriptor: FieldDescriptor) -> Any:
     if not message.HasField(name):
         return UNSET
-    return json_format.MessageToDict(getattr(message, name))
+    try:
+        return json_format.MessageToDict(getattr(message, name))
+    except ValueError:  # NaN and infinities have no JSON form.
+        raise InvalidArgument(f"{name} holds a number JSON cannot represent (NaN or infinity)", name) from None
 
 
 def _write_vector(message: Message, name: str, value: Any) -> None:
@@ -158,7 +168,7 @@ def _enum_codec(descriptor: EnumDescriptor) -> Codec:
 CODECS: dict[type[Field], Codec] = {
     UUIDField: Codec(_write_uuid, _read_uuid),
     ForeignKeyField: Codec(_write_uuid, _read_uuid),
-    TextField: Codec(_write_scalar, _read_scalar),
+    TextField: Codec(_write_scalar, _read_text),
     IntegerField: Codec(_write_scalar, _read_scalar),
     BigIntegerField: Codec(_write_scalar, _read_scalar),
     DoubleField: Codec(_write_scalar, _read_double),

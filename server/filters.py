@@ -259,7 +259,8 @@ class _Column:
         if literal.kind != "string":
             raise self.expected('an RFC 3339 timestamp in quotes ("2026-01-01T00:00:00Z")', literal)
         try:
-            moment = datetime.datetime.fromisoformat(literal.string())
+            # RFC 3339 allows a lower-case "t" and "z"; Python's parser does not.
+            moment = datetime.datetime.fromisoformat(literal.string().upper())
         except ValueError:
             raise self.expected("an RFC 3339 timestamp", literal) from None
         if moment.tzinfo is None:
@@ -326,6 +327,8 @@ def compile_filter(resource: Resource, text: str) -> Expression | bool:
     """The filter as a Peewee expression (``True`` when empty)."""
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidArgument(f"filter is longer than {MAX_FILTER_LENGTH} characters", "filter")
+    if "\0" in text:
+        raise InvalidArgument("filter must not contain NUL characters", "filter")
     if not text.strip():
         return True
     try:

@@ -15,14 +15,15 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
-from peewee import fn
+from peewee import Cast, fn
 from uuid6 import uuid7
 
 from models import IdempotencyKey, database, utc_now
 from server.convert import UNSET, parse_uuid
 from server.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, translate
 from server.filters import compile_filter
-from server.pagination import PageTokens, after, page_size, parse_order_by
+from server.pagination import OrderKey, PageTokens, after, page_size, parse_order_by
+from server.prepared import Prepared, Slot, prepared
 from server.resources import RESOURCES, Resource
 from server.rules import Record
 from server.shaping import Shape, etag, to_message
@@ -123,17 +124,43 @@ def create(resource: Resource, request: Message) -> Message:
         return _create(resource, request)
 
 
+def _by_ids(resource: Resource, shape: Shape) -> Prepared:
+    model = resource.model
+    return prepared(
+        ("by_ids", shape.key),
+        lambda: model.select(*shape.select()).where(model.id == fn.ANY(Cast(Slot("ids"), "uuid[]"))),
+    )
+
+
 def _get(resource: Resource, resource_id: uuid.UUID, shape: Shape | None = None) -> Message:
     shape = shape or Shape.of(resource)
-    data = resource.model.select(*shape.select()).where(resource.model.id == resource_id).dicts().first()
-    if data is None:
+    rows = _by_ids(resource, shape).rows(ids=[str(resource_id)])
+    if not rows:
         raise NotFound(resource.name, str(resource_id))
-    return shape.render([data])[0]
+    return shape.render(rows)[0]
 
 
 def get(resource: Resource, request: Message) -> Message:
     resource_id = _require_id(request.id, "id")
     return _get(resource, resource_id, Shape.of(resource, request.read_mask.paths, request.expand))
+
+
+def _page_query(
+    resource: Resource, request: Message, shape: Shape, keys: list[OrderKey], cursor: list[Any] | None
+) -> Prepared:
+    """The page's SELECT, compiled once per filter, order, shape and kind of cursor."""
+    cursor_kind = None if cursor is None else tuple(value is None for value in cursor)
+
+    def build() -> Any:
+        query = resource.model.select(*shape.select(*(key.field for key in keys)))
+        query = query.where(compile_filter(resource, request.filter))
+        if cursor is not None:
+            slots = [None if value is None else Slot(f"k{i}", key.field) for i, (key, value) in enumerate(zip(keys, cursor))]
+            query = query.where(after(keys, slots))
+        query = query.order_by(*(key.sort() for key in keys)).limit(Slot("limit"))
+        return query.offset(Slot("skip")) if request.skip else query
+
+    return prepared(("page", request.filter, shape.key, tuple(keys), cursor_kind, bool(request.skip)), build)
 
 
 def list_(resource: Resource, request: Message, tokens: PageTokens) -> Message:
@@ -142,20 +169,17 @@ def list_(resource: Resource, request: Message, tokens: PageTokens) -> Message:
         raise InvalidArgument("skip must not be negative", "skip")
     keys = parse_order_by(resource, request.order_by)
     shape = Shape.of(resource, request.read_mask.paths, request.expand)
-    matching = resource.model.select(*shape.select(*(key.field for key in keys)))
-    matching = matching.where(compile_filter(resource, request.filter))
     binding = tokens.binding(resource, request.filter, request.order_by)
-    page = matching
-    if request.page_token:
-        page = page.where(after(keys, tokens.read(request.page_token, keys, binding)))
-    page = page.order_by(*(key.sort() for key in keys)).offset(request.skip or None).limit(size + 1)
-    rows = list(page.dicts())
+    cursor = tokens.read(request.page_token, keys, binding) if request.page_token else None
+    values = {f"k{i}": value for i, value in enumerate(cursor or [])}
+    rows = _page_query(resource, request, shape, keys, cursor).rows(limit=size + 1, skip=request.skip, **values)
     response = resource.response("List")
     getattr(response, resource.plural).extend(shape.render(rows[:size]))
     if len(rows) > size:
         response.next_page_token = tokens.issue(keys, rows[size - 1], binding)
     if request.show_total_size:
-        response.total_size = matching.order_by().count()
+        matching = resource.model.select().where(compile_filter(resource, request.filter))
+        response.total_size = matching.count()
     return response
 
 
@@ -259,7 +283,7 @@ def batch_get(resource: Resource, request: Message) -> Message:
     if len(ids) > MAX_BATCH:
         raise InvalidArgument(f"ids must hold at most {MAX_BATCH} items", "ids")
     shape = Shape.of(resource, request.read_mask.paths)
-    rows = list(resource.model.select(*shape.select()).where(resource.model.id.in_(ids)).dicts())
+    rows = _by_ids(resource, shape).rows(ids=[str(i) for i in ids])
     found = {row["id"]: message for row, message in zip(rows, shape.render(rows))}
     missing = [str(i) for i in ids if i not in found]
     if missing:

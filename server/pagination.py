@@ -62,8 +62,8 @@ def parse_order_by(resource: Resource, order_by: str) -> list[OrderKey]:
         if any(key.name == name for key in keys):
             raise InvalidArgument(f"order_by names {name!r} twice", "order_by")
         keys.append(OrderKey(name, resource.fields[name], direction == "desc"))
-        if name == "id":
-            return keys
+    if any(key.name == "id" for key in keys):
+        return keys
     return [*keys, OrderKey("id", resource.fields["id"], False)]
 
 

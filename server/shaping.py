@@ -79,6 +79,12 @@ class Shape:
         }
         return cls(resource, columns, etag, relations)
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Everything the shape's queries depend on, for caching their compiled SQL."""
+        nested = tuple((name, shape.key) for name, shape in self.relations.items())
+        return (self.resource.name, self.columns, self.etag, nested)
+
     def select(self, *also: Field) -> list[Field]:
         """The model fields to read: the returned ones, plus what ids, etags and relations need."""
         fields = self.resource.fields
@@ -87,8 +93,8 @@ class Shape:
             relation = self.resource.relations[name]
             if not relation.many:
                 needed.add(relation.key.column_name)
-        chosen = [f for name, f in fields.items() if name in needed]
-        return chosen + [f for f in also if f not in chosen]
+        needed.update(f.column_name for f in also)
+        return [f for name, f in fields.items() if name in needed]
 
     def render(self, rows: list[dict[str, Any]]) -> list[Message]:
         """Messages for ``rows`` (as read with ``select``), with their relations loaded."""

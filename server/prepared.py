@@ -1,0 +1,71 @@
+"""Queries compiled to SQL once, then run many times with new parameters.
+
+Building and compiling a Peewee query costs more than PostgreSQL's own
+primary-key read, so the hot queries are built once per shape, with ``Slot``
+placeholders where the values that change from call to call go:
+
+    by_id = Prepared.of(lambda: Dataset.select().where(Dataset.id == Slot("id", Dataset.id)))
+    rows = by_id.rows(id=some_uuid)          # [{"id": ..., "name": ...}], keyed by field name
+
+A ``Slot`` is a string subclass so that every Peewee field converter passes it
+through unchanged while the query compiles; at run time the real value goes
+through the converter the slot names.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from peewee import Field, ModelSelect
+
+from models import database
+
+
+class Slot(str):
+    """A named placeholder for a parameter, converted by ``field.db_value`` when filled."""
+
+    field: Field | None
+
+    def __new__(cls, name: str, field: Field | None = None) -> Slot:
+        slot = super().__new__(cls, f"\0slot:{name}")
+        slot.slot_name = name
+        slot.field = field
+        return slot
+
+    def fill(self, values: dict[str, Any]) -> Any:
+        value = values[self.slot_name]
+        return value if self.field is None or value is None else self.field.db_value(value)
+
+
+class Prepared:
+    """A compiled SELECT: its SQL, its parameters (constants and slots) and its columns."""
+
+    def __init__(self, query: ModelSelect) -> None:
+        self.sql, self.params = query.sql()
+        self.columns = [(f.name, f.python_value) for f in query._returning]
+        self._slots = [i for i, p in enumerate(self.params) if isinstance(p, Slot)]
+
+    def parameters(self, values: dict[str, Any]) -> list[Any]:
+        params = list(self.params)
+        for i in self._slots:
+            params[i] = params[i].fill(values)
+        return params
+
+    def rows(self, **values: Any) -> list[dict[str, Any]]:
+        cursor = database.execute_sql(self.sql, self.parameters(values))
+        columns = self.columns
+        return [{name: convert(value) for (name, convert), value in zip(columns, row)} for row in cursor]
+
+
+_compiled: dict[Hashable, Prepared] = {}
+MAX_COMPILED = 1024
+
+
+def prepared(key: Hashable, build: Callable[[], ModelSelect]) -> Prepared:
+    """The query ``build`` makes, compiled once per ``key`` (which must say all ``build`` depends on)."""
+    found = _compiled.get(key)
+    if found is None:
+        if len(_compiled) >= MAX_COMPILED:
+            _compiled.clear()  # Filters are caller-chosen: bound the cache, simply.
+        found = _compiled[key] = Prepared(build())
+    return found
