@@ -33,20 +33,35 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    ModelIndex,
     NodeList,
     TextField,
     UUIDField,
 )
 from pgvector.peewee import VectorField
+from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField, PooledPostgresqlExtDatabase
 
 EMBEDDING_DIMENSIONS = 384
 NAME_MAX_LENGTH = 200
 
+class ServiceDatabase(PooledPostgresqlExtDatabase):
+    """Peewee's PostgreSQL pool, without a round trip on every check-out.
+
+    Peewee pings a pooled connection with ``SELECT 1`` each time it hands it
+    out, which costs as much as a primary-key read. Here a connection is
+    discarded once psycopg2 marks it broken, and the service drops the idle
+    ones when the database goes away (``server.routing``).
+    """
+
+    def _is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
+
+
 # Bound at start-up by ``server.database.connect``; ``autoconnect=False`` makes
 # every use of a connection outside ``connection_context()`` an error, so a
 # connection can never leak out of an RPC.
-database = PooledPostgresqlExtDatabase(None, autoconnect=False)
+database = ServiceDatabase(None, autoconnect=False)
 
 
 def utc_now() -> datetime.datetime:
@@ -96,6 +111,19 @@ def json_field(**kwargs: Any) -> BinaryJSONField:
 
 def embedding() -> VectorField:
     return VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True)
+
+
+# The distance metrics Search<R>s serves, each with pgvector's operator class; every
+# ``embedding`` column has one HNSW index per metric (see ``index_embeddings``).
+VECTOR_OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}
+
+
+def index_embeddings(*embedded: type[Model]) -> None:
+    """HNSW indexes on ``embedding`` for every served metric (migration 0002 creates them)."""
+    for model in embedded:
+        for metric, opclass in VECTOR_OPCLASSES.items():
+            name = f"{model._meta.table_name}_embedding_{metric}"
+            model.add_index(ModelIndex(model, (SQL(f"embedding {opclass}"),), name=name, using="hnsw"))
 
 
 def parent(model: type[Model] | str, backref: str, **kwargs: Any) -> ForeignKeyField:
@@ -464,6 +492,26 @@ class ServiceSetting(Model):
         table_name = "service_settings"
 
 
+class DeployedModelVersion(Model):
+    """A model version the service marked DEPLOYED, with the status it returns to afterwards.
+
+    ``ModelVersion.status`` DEPLOYED is kept by the service (``server/lifecycle.py``): this
+    row exists exactly while the version is DEPLOYED. It lives beside ``model_versions``
+    rather than as a column of it because every column of a resource is a field of its
+    message, and this one is nobody's to read or write.
+    """
+
+    model_version = ForeignKeyField(ModelVersion, primary_key=True, on_delete="CASCADE", backref="+")
+    status_before = EnumField(ModelVersionStatus)
+    since = DateTimeTZField(default=utc_now, constraints=[SQL("DEFAULT now()")])
+
+    class Meta:
+        database = database
+        table_name = "deployed_model_versions"
+
+
+index_embeddings(Workflow, Dataset, MLModel, Prediction, PatternRecognitionJob)
+
 RESOURCE_MODELS: tuple[type[BaseModel], ...] = (
     Workflow,
     Dataset,
@@ -479,4 +527,4 @@ RESOURCE_MODELS: tuple[type[BaseModel], ...] = (
     CloudRunService,
     ServiceDeployment,
 )
-ALL_MODELS: tuple[type[Model], ...] = (*RESOURCE_MODELS, IdempotencyKey, ServiceSetting)
+ALL_MODELS: tuple[type[Model], ...] = (*RESOURCE_MODELS, IdempotencyKey, ServiceSetting, DeployedModelVersion)
