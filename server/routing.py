@@ -81,6 +81,9 @@ def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandle
         except Exception as error:
             status = to_rpc_status(error)
             code = _CODES[status.code]
+            if code is grpc.StatusCode.UNAVAILABLE:
+                # The other pooled connections died with this one: reconnect afresh.
+                database.close_idle()
             context.abort_with_status(rpc_status.to_status(status))
             raise  # abort_with_status always raises; this line only informs type checkers.
         finally:
