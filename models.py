@@ -29,6 +29,8 @@ from peewee import (
     SQL,
     BigIntegerField,
     Check,
+    CompositeKey,
+    EnclosedNodeList,
     DoubleField,
     ForeignKeyField,
     IntegerField,
@@ -128,7 +130,28 @@ def index_embeddings(*embedded: type[Model]) -> None:
 
 def parent(model: type[Model] | str, backref: str, **kwargs: Any) -> ForeignKeyField:
     kwargs.setdefault("on_delete", "CASCADE")
-    return ForeignKeyField(model, backref=backref, index=True, **kwargs)
+    kwargs.setdefault("index", True)
+    return ForeignKeyField(model, backref=backref, **kwargs)
+
+
+class CoveringIndex(ModelIndex):
+    """An index on ``keys`` that also stores ``include`` (PostgreSQL's INCLUDE): a query reading
+    only these columns is answered from the index alone, an index-only scan.
+
+    Peewee's indexes have no INCLUDE; the stored columns are kept as indexed expressions after the
+    keys, where PostgreSQL lists them too, so that Peewee's schema diff sees the same index.
+    """
+
+    def __init__(self, model: type[Model], keys: tuple[str, ...], include: tuple[str, ...]) -> None:
+        fields = [model._meta.combined[name] for name in (*keys, *include)]
+        super().__init__(model, fields, name=f"{model._meta.table_name}_{'_'.join(keys)}")
+        self._key_count = len(keys)
+
+    def __sql__(self, ctx: Any) -> Any:
+        keys = self.clone()
+        keys._expressions = self._expressions[: self._key_count]
+        super(CoveringIndex, keys).__sql__(ctx)
+        return ctx.literal(" INCLUDE ").sql(EnclosedNodeList(self._expressions[self._key_count :]))
 
 
 class WorkflowStatus(StrEnum):
@@ -398,8 +421,9 @@ class Deployment(BaseModel):
 
 
 class Prediction(BaseModel):
-    endpoint = parent(Endpoint, "predictions")
-    model_version = parent(ModelVersion, "predictions")
+    # Both keys lead a covering index below, which serves their lookups (and cascades) too.
+    endpoint = parent(Endpoint, "predictions", index=False)
+    model_version = parent(ModelVersion, "predictions", index=False)
     input = json_field()
     output = json_field(null=True)
     latency = at_least("latency", 0, default=0)
@@ -412,7 +436,16 @@ class Prediction(BaseModel):
 
     class Meta:
         table_name = "predictions"
-        indexes = ((("created_at",), False),)
+        indexes = [(("created_at",), False)]
+
+
+# Stats per endpoint or model version over a time range read only these two indexes.
+Prediction.add_index(
+    CoveringIndex(Prediction, ("endpoint_id", "created_at"), ("model_version_id", "status", "latency", "confidence"))
+)
+Prediction.add_index(
+    CoveringIndex(Prediction, ("model_version_id", "created_at"), ("endpoint_id", "status", "latency", "confidence"))
+)
 
 
 class PatternRecognitionJob(BaseModel):
@@ -481,6 +514,36 @@ class IdempotencyKey(Model):
         table_name = "idempotency_keys"
 
 
+class PredictionHourlyRollup(Model):
+    """Totals of the predictions of one endpoint, model version and status in one UTC hour.
+
+    Triggers (migration 0004) keep every row exact inside the transaction of each insert, update
+    and delete of ``predictions``, cascades included; a group without predictions has no row.
+    ``server.stats`` answers the prediction stats it can from here instead of the raw rows.
+    """
+
+    endpoint_id = UUIDField()
+    model_version_id = UUIDField()
+    status = TextField()
+    hour = DateTimeTZField()
+    row_count = BigIntegerField()
+    latency_sum = BigIntegerField()
+    latency_min = IntegerField()
+    latency_max = IntegerField()
+    # Predictions with a confidence; confidence_sum is 0 when there are none.
+    confidence_count = BigIntegerField()
+    confidence_sum = DoubleField()
+    confidence_min = DoubleField(null=True)
+    confidence_max = DoubleField(null=True)
+
+    class Meta:
+        database = database
+        table_name = "prediction_hourly_rollups"
+        legacy_table_names = False
+        primary_key = CompositeKey("endpoint_id", "hour", "model_version_id", "status")
+        indexes = ((("model_version_id", "hour"), False),)
+
+
 class ServiceSetting(Model):
     """Service-wide settings every replica must share, such as the page-token key."""
 
@@ -527,4 +590,6 @@ RESOURCE_MODELS: tuple[type[BaseModel], ...] = (
     CloudRunService,
     ServiceDeployment,
 )
-ALL_MODELS: tuple[type[Model], ...] = (*RESOURCE_MODELS, IdempotencyKey, ServiceSetting, DeployedModelVersion)
+ALL_MODELS: tuple[type[Model], ...] = (
+    *RESOURCE_MODELS, IdempotencyKey, ServiceSetting, DeployedModelVersion, PredictionHourlyRollup
+)
