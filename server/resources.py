@@ -50,6 +50,28 @@ class Relation:
         return self.target.model.id == self.key
 
 
+@dataclass(frozen=True)
+class StatsFields:
+    """What ``Get<R>Stats`` may group by and aggregate (``server.stats``).
+
+    ``None`` derives the answer from the column types: group by enums, ids,
+    strings, integers and timestamps; aggregate numbers with every operation,
+    timestamps with COUNT, COUNT_DISTINCT, MIN and MAX, ids, enums and strings
+    with COUNT and COUNT_DISTINCT, JSON and embeddings with COUNT.
+    """
+
+    # Own fields that may be group keys; a parent's fields follow the parent's declaration.
+    group_by: frozenset[str] | None = None
+    # Field -> the operations it allows, by short name: ``{"latency": frozenset({"AVG"})}``.
+    aggregate: Mapping[str, frozenset[str]] | None = None
+
+
+def _get_stats(resource: Resource, request: Message) -> Message:
+    from server.stats import get_stats  # Imported here: server.stats imports this module.
+
+    return get_stats(resource, request)
+
+
 @dataclass(frozen=True, eq=False)
 class Resource:
     """One resource: what the generic methods need to know about it."""
@@ -67,6 +89,13 @@ class Resource:
     rules: tuple[Rule, ...] = ()
     # RPCs beyond the standard methods: name -> behavior(resource, request).
     custom_methods: Mapping[str, Callable[[Resource, Message], Message]] = field(default_factory=dict)
+    # What Get<R>Stats may group by and aggregate; derived from the column types by default.
+    stats: StatsFields = field(default_factory=StatsFields)
+
+    def __post_init__(self) -> None:
+        # Every resource serves Get<R>Stats, all through one generic implementation.
+        stats = {f"Get{self.name}Stats": _get_stats}
+        object.__setattr__(self, "custom_methods", {**stats, **self.custom_methods})
 
     @cached_property
     def name(self) -> str:
