@@ -5,7 +5,7 @@ The kind of a column (its Peewee field class) picks a ``Codec`` from
 turns a row into a message and a message into column values:
 
     codec = MessageCodec(Dataset, dataset_pb2.Dataset)
-    message = codec.to_message(row_data)          # dict of column -> value
+    message = codec.to_message(record)            # dict of column -> value
     values = codec.read(message, ["name", "size"])  # field -> value or UNSET
 """
 from __future__ import annotations
@@ -215,11 +215,11 @@ class MessageCodec:
                 return CODECS[kind]
         raise LookupError(f"no codec for {type(field).__name__}")
 
-    def to_message(self, data: dict[str, Any], names: Iterable[str] | None = None) -> Message:
-        """A message from a row (keys are Peewee field names), limited to ``names`` if given."""
+    def to_message(self, record: dict[str, Any], names: Iterable[str] | None = None) -> Message:
+        """A message from a row keyed by column name, limited to the columns ``names`` if given."""
         message = self.message_class()
         for column in self.columns.values() if names is None else map(self.columns.__getitem__, names):
-            value = data.get(column.field.name)
+            value = record.get(column.name)
             if value is not None:
                 column.codec.write(message, column.name, value)
         return message

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
-from peewee import Cast, fn
+from peewee import Value, fn
 from uuid6 import uuid7
 
 from models import IdempotencyKey, database, utc_now
@@ -26,7 +26,7 @@ from server.pagination import OrderKey, PageTokens, after, page_size, parse_orde
 from server.prepared import Prepared, Slot, prepared
 from server.resources import RESOURCES, Resource
 from server.rules import Record
-from server.shaping import Shape, etag, to_message
+from server.shaping import Shape, any_of, etag, to_message
 
 MAX_BATCH = 1000
 
@@ -49,8 +49,14 @@ def _next_version(resource: Resource, parent_id: uuid.UUID) -> int:
     return (current or 0) + 1
 
 
-def insert(resource: Resource, message: Message, resource_id: uuid.UUID | None = None) -> Message:
-    """Insert ``message`` and the children given inline; return what was stored."""
+def _insert_statement(resource: Resource) -> Prepared:
+    model = resource.model
+    columns = {f: Value(Slot(name, f), unpack=False) for name, f in resource.fields.items()}
+    return prepared(("insert", resource.name), lambda: model.insert(columns).returning())
+
+
+def _new_record(resource: Resource, message: Message, resource_id: uuid.UUID | None = None) -> Record:
+    """The row ``message`` creates: checked, defaults applied, numbered, rules applied."""
     values = {k: v for k, v in resource.codec.read(message, resource.writable).items() if v is not UNSET}
     missing = sorted(resource.required - values.keys())
     if missing:
@@ -61,27 +67,41 @@ def insert(resource: Resource, message: Message, resource_id: uuid.UUID | None =
         values.setdefault("version", version)
     now = utc_now()
     row = resource.model(id=resource_id or uuid7(), created_at=now, updated_at=now)
-    for name, value in values.items():
-        setattr(row, resource.fields[name].name, value)
+    _assign(resource, row, values)
     record = resource.record(row.__data__)
     for rule in resource.rules:
         rule.on_create(record)
-    _assign(resource, row, record)
-    row.save(force_insert=True)
-    for rule in resource.rules:
-        rule.after_write(None, record)
-    stored = to_message(resource, row.__data__)
+    return record
+
+
+def _stored(resource: Resource, records: list[Record]) -> list[Message]:
+    """Insert ``records`` in one statement and return them as messages."""
+    statement = _insert_statement(resource)
+    if len(records) == 1:
+        statement.execute(records[0])
+    else:
+        statement.insert_many(records)
+    for record in records:
+        for rule in resource.rules:
+            rule.after_write(None, record)
+    return [to_message(resource, record) for record in records]
+
+
+def insert(resource: Resource, message: Message, resource_id: uuid.UUID | None = None) -> Message:
+    """Insert ``message`` and the children given inline; return what was stored."""
+    record = _new_record(resource, message, resource_id)
+    (stored,) = _stored(resource, [record])
     for relation, child_name in resource.children.items():
         child = RESOURCES[child_name]
         parent_key = child.parent_key_of(resource)
         for index, child_message in enumerate(getattr(message, relation)):
             prefix = f"{relation}[{index}]"
             given = getattr(child_message, parent_key)
-            if given and given != str(row.id):
+            if given and given != str(record["id"]):
                 raise InvalidArgument(f"{parent_key} must be empty or this {resource.name}'s id", f"{prefix}.{parent_key}")
             inline = child_message.__class__()
             inline.CopyFrom(child_message)
-            setattr(inline, parent_key, str(row.id))
+            setattr(inline, parent_key, str(record["id"]))
             try:
                 getattr(stored, relation).append(insert(child, inline))
             except Exception as error:
@@ -128,7 +148,7 @@ def _by_ids(resource: Resource, shape: Shape) -> Prepared:
     model = resource.model
     return prepared(
         ("by_ids", shape.key),
-        lambda: model.select(*shape.select()).where(model.id == fn.ANY(Cast(Slot("ids"), "uuid[]"))),
+        lambda: model.select(*shape.select()).where(model.id == any_of(Slot("ids"))),
     )
 
 
@@ -245,7 +265,7 @@ def update(resource: Resource, request: Message) -> Message:
         after = resource.record(row.__data__)
         for rule in resource.rules:
             rule.after_write(before, after)
-        return to_message(resource, row.__data__)
+        return to_message(resource, after)
 
 
 def delete(resource: Resource, request: Message) -> Message:

@@ -130,7 +130,7 @@ class PageTokens:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
 
     def issue(self, keys: list[OrderKey], row: dict[str, Any], binding: str) -> str:
-        values = [_encode_value(row[key.field.name]) for key in keys]
+        values = [_encode_value(row[key.name]) for key in keys]
         payload = json.dumps({"b": binding, "v": values}, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(payload + self._sign(payload)).decode().rstrip("=")
 

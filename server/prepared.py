@@ -5,7 +5,7 @@ primary-key read, so the hot queries are built once per shape, with ``Slot``
 placeholders where the values that change from call to call go:
 
     by_id = Prepared.of(lambda: Dataset.select().where(Dataset.id == Slot("id", Dataset.id)))
-    rows = by_id.rows(id=some_uuid)          # [{"id": ..., "name": ...}], keyed by field name
+    rows = by_id.rows(id=some_uuid)          # [{"id": ..., "workflow_id": ...}], keyed by column
 
 A ``Slot`` is a string subclass so that every Peewee field converter passes it
 through unchanged while the query compiles; at run time the real value goes
@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from peewee import Field, ModelSelect
+from psycopg2.extras import execute_values
 
 from models import database
 
@@ -42,7 +43,7 @@ class Prepared:
 
     def __init__(self, query: ModelSelect) -> None:
         self.sql, self.params = query.sql()
-        self.columns = [(f.name, f.python_value) for f in query._returning]
+        self.columns = [(f.column_name, f.python_value) for f in query._returning or ()]
         self._slots = [i for i, p in enumerate(self.params) if isinstance(p, Slot)]
 
     def parameters(self, values: dict[str, Any]) -> list[Any]:
@@ -50,6 +51,16 @@ class Prepared:
         for i in self._slots:
             params[i] = params[i].fill(values)
         return params
+
+    def execute(self, values: dict[str, Any]) -> None:
+        database.execute_sql(self.sql, self.parameters(values))
+
+    def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Run a compiled one-row INSERT for many rows, in one statement per thousand rows."""
+        head, _ = self.sql.split(" VALUES ", 1)
+        template = "(" + ", ".join(["%s"] * len(self.params)) + ")"
+        argument_lists = [self.parameters(row) for row in rows]
+        execute_values(database.cursor(), head + " VALUES %s", argument_lists, template, page_size=1000)
 
     def rows(self, **values: Any) -> list[dict[str, Any]]:
         cursor = database.execute_sql(self.sql, self.parameters(values))

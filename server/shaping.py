@@ -5,7 +5,7 @@ load. Columns not asked for are not read; each relation level is loaded with
 one query for all the rows of the level above, never one query per row:
 
     shape = Shape.of(resource, read_mask_paths, ["datasets.versions"])
-    rows = list(resource.model.select(*shape.select()).dicts())
+    rows = prepared(key, lambda: resource.model.select(*shape.select())).rows()
     messages = shape.render(rows)      # 1 + 2 queries in all for this shape
 """
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
-from peewee import Field
+from peewee import Cast, Field, fn
 
 from server.errors import InvalidArgument
+from server.prepared import Slot, prepared
 from server.resources import Resource
 
 MAX_EXPAND_DEPTH = 3
@@ -106,27 +107,37 @@ class Shape:
     def _attach(self, source: Resource, name: str, rows: list[dict[str, Any]], messages: list[Message]) -> None:
         relation = source.relations[name]
         target = relation.target.model
+        key = relation.key.column_name
         if relation.many:
-            owners = [row["id"] for row in rows]
-            query = (
-                target.select(*self.select(relation.key))
-                .where(relation.key.in_(owners))
-                .order_by(target.created_at, target.id)
+            owners = [str(row["id"]) for row in rows]
+            query = prepared(
+                ("children", source.name, name, self.key),
+                lambda: target.select(*self.select(relation.key))
+                .where(relation.key == any_of(Slot("ids")))
+                .order_by(target.created_at, target.id),
             )
-            related = list(query.dicts()) if owners else []
+            related = query.rows(ids=owners) if owners else []
             children = defaultdict(list)
             for row, child in zip(related, self.render(related)):
-                children[row[relation.key.name]].append(child)
+                children[row[key]].append(child)
             for row, message in zip(rows, messages):
                 getattr(message, name).extend(children[row["id"]])
         else:
-            keys = {row[relation.key.name] for row in rows} - {None}
-            related = list(target.select(*self.select()).where(target.id.in_(keys)).dicts()) if keys else []
+            wanted = [str(k) for k in {row[key] for row in rows} - {None}]
+            query = prepared(
+                ("parents", self.key), lambda: target.select(*self.select()).where(target.id == any_of(Slot("ids")))
+            )
+            related = query.rows(ids=wanted) if wanted else []
             parents = {row["id"]: parent for row, parent in zip(related, self.render(related))}
             for row, message in zip(rows, messages):
-                parent = parents.get(row[relation.key.name])
+                parent = parents.get(row[key])
                 if parent is not None:
                     getattr(message, name).CopyFrom(parent)
+
+
+def any_of(ids: Slot) -> Any:
+    """``= ANY(%s::uuid[])``: one compiled statement serves any number of ids."""
+    return fn.ANY(Cast(ids, "uuid[]"))
 
 
 def _columns(resource: Resource, paths: Sequence[str]) -> tuple[tuple[str, ...], bool]:
