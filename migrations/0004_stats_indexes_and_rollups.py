@@ -20,11 +20,11 @@ transaction of every write to ``predictions``:
 
 * insert (one row or a batch): the new rows' totals are added to their groups (upsert), in key
   order so that concurrent batches lock groups in one order;
-* update and delete (cascades from endpoints and model versions included): the rollup rows of the
-  groups rows left are locked, then recomputed from ``predictions`` by a second statement, which
-  in READ COMMITTED sees every transaction committed meanwhile (a minimum or maximum cannot be
-  subtracted); rows that moved into other groups are added as on insert. Updates that change
-  none of the rolled-up columns cost nothing more;
+* update and delete (cascades from endpoints and model versions included): the rollup rows of
+  every group touched are locked in key order, then the groups rows left are recomputed from
+  ``predictions`` by a second statement, which in READ COMMITTED sees every transaction committed
+  meanwhile (a minimum or maximum cannot be subtracted); rows that moved into other groups are
+  added as on insert. Updates that change none of the rolled-up columns cost nothing more;
 * truncate: the rollup is truncated too.
 
 Writers of one group (the same endpoint, model version, status and hour) therefore queue on its
@@ -137,8 +137,13 @@ UPDATE prediction_hourly_rollups r SET
 """
 
 # Rows an update took out of their group or changed, and the rows it put in their place.
-REMOVED = f"(SELECT {ROLLED_UP} FROM old_rows EXCEPT ALL SELECT {ROLLED_UP} FROM new_rows) AS removed"
-ADDED = f"(SELECT {ROLLED_UP} FROM new_rows EXCEPT ALL SELECT {ROLLED_UP} FROM old_rows) AS added"
+REMOVED_ROWS = f"SELECT {ROLLED_UP} FROM old_rows EXCEPT ALL SELECT {ROLLED_UP} FROM new_rows"
+ADDED_ROWS = f"SELECT {ROLLED_UP} FROM new_rows EXCEPT ALL SELECT {ROLLED_UP} FROM old_rows"
+REMOVED = f"({REMOVED_ROWS}) AS removed"
+ADDED = f"({ADDED_ROWS}) AS added"
+# Both: an update locks every group it touches at once, in key order, so that two updates moving
+# rows between the same groups in opposite directions wait for each other instead of deadlocking.
+CHANGED = f"(({REMOVED_ROWS}) UNION ALL ({ADDED_ROWS})) AS changed"
 # Added rows in groups that the recompute of the removed rows' groups does not already cover.
 ADDED_ELSEWHERE = f"""(
     SELECT * FROM {ADDED}
@@ -155,7 +160,7 @@ END $$;
 
 CREATE FUNCTION prediction_rollups_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    {LOCK.format(rows=REMOVED)}
+    {LOCK.format(rows=CHANGED)}
     {RECOMPUTE.format(rows=REMOVED)}
     {ADD.format(rows=ADDED_ELSEWHERE)};
     RETURN NULL;
