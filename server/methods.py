@@ -290,12 +290,85 @@ def batch_create(resource: Resource, request: Message) -> Message:
     response = resource.response("BatchCreate")
     created = getattr(response, resource.plural)
     with database.atomic():
+        if _insertable_in_bulk(resource):
+            created.extend(_bulk_create(resource, list(request.requests)))
+            return response
         for index, item in enumerate(request.requests):
             try:
                 created.append(_create(resource, item))
             except Exception as error:
                 raise translate(error).at(f"requests[{index}]") from None
     return response
+
+
+def _insertable_in_bulk(resource: Resource) -> bool:
+    """Whether a batch can be one INSERT: no inline children, no numbering, only pure rules."""
+    return not resource.children and not resource.numbered_by and all(rule.pure for rule in resource.rules)
+
+
+def _bulk_create(resource: Resource, items: list[Message]) -> list[Message]:
+    """Create a batch with one statement for its request ids and one for its rows.
+
+    A request id seen before returns its first result; one repeated inside the
+    batch returns the result of its first occurrence.
+    """
+    records: dict[int, Record] = {}
+    keys: dict[uuid.UUID, tuple[int, str]] = {}  # request id -> (first item, fingerprint)
+    repeats: dict[int, int] = {}  # item -> earlier item with the same request id
+    for index, item in enumerate(items):
+        try:
+            message = getattr(item, resource.singular)
+            if item.request_id:
+                request_id = parse_uuid(item.request_id, "request_id")
+                fingerprint = _fingerprint(resource, message)
+                if request_id in keys:
+                    first, first_fingerprint = keys[request_id]
+                    if fingerprint != first_fingerprint:
+                        raise InvalidArgument("request_id was already used for a different request", "request_id")
+                    repeats[index] = first
+                    continue
+                keys[request_id] = (index, fingerprint)
+            records[index] = _new_record(resource, message)
+        except Exception as error:
+            raise translate(error).at(f"requests[{index}]") from None
+
+    earlier = _claim(resource, {rid: (fp, records[i]["id"]) for rid, (i, fp) in keys.items()})
+    for request_id, (resource_id, fingerprint) in earlier.items():
+        index, expected = keys[request_id]
+        if fingerprint != expected:
+            raise InvalidArgument("request_id was already used for a different request", "request_id").at(
+                f"requests[{index}]"
+            )
+        del records[index]
+    results = dict(zip(records, _stored(resource, list(records.values())))) if records else {}
+    if earlier:
+        found = _by_ids(resource, Shape.of(resource)).rows(ids=[str(rid) for rid, _ in earlier.values()])
+        by_id = {row["id"]: message for row, message in zip(found, Shape.of(resource).render(found))}
+        for request_id, (resource_id, _) in earlier.items():
+            results[keys[request_id][0]] = by_id[resource_id]
+    return [results[repeats.get(index, index)] for index in range(len(items))]
+
+
+def _claim(resource: Resource, wanted: dict[uuid.UUID, tuple[str, uuid.UUID]]) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+    """Claim request ids for new rows; return those already claimed (id -> their resource, fingerprint)."""
+    if not wanted:
+        return {}
+    rows = [
+        {"request_id": rid, "method": resource.name, "fingerprint": fp, "resource_id": new_id}
+        for rid, (fp, new_id) in wanted.items()
+    ]
+    claimed = {
+        row.request_id
+        for row in IdempotencyKey.insert_many(rows).on_conflict_ignore().returning(IdempotencyKey.request_id).execute()
+    }
+    taken = [rid for rid in wanted if rid not in claimed]
+    if not taken:
+        return {}
+    earlier = IdempotencyKey.select().where(IdempotencyKey.request_id.in_(taken))
+    return {
+        key.request_id: (key.resource_id, key.fingerprint if key.method == resource.name else "")
+        for key in earlier
+    }
 
 
 def batch_get(resource: Resource, request: Message) -> Message:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from peewee import Field, ModelSelect
+from peewee import Field, ModelSelect, __exception_wrapper__
 from psycopg2.extras import execute_values
 
 from models import database
@@ -60,7 +60,8 @@ class Prepared:
         head, _ = self.sql.split(" VALUES ", 1)
         template = "(" + ", ".join(["%s"] * len(self.params)) + ")"
         argument_lists = [self.parameters(row) for row in rows]
-        execute_values(database.cursor(), head + " VALUES %s", argument_lists, template, page_size=1000)
+        with __exception_wrapper__:  # Driver errors become Peewee's, as for every other query.
+            execute_values(database.cursor(), head + " VALUES %s", argument_lists, template, page_size=1000)
 
     def rows(self, **values: Any) -> list[dict[str, Any]]:
         cursor = database.execute_sql(self.sql, self.parameters(values))

@@ -21,6 +21,10 @@ Record = dict[str, Any]
 class Rule:
     """A domain rule of one resource; every hook is optional."""
 
+    # A pure rule reads nothing but the record it is given, so a batch may run
+    # it for every item before inserting them all in one statement.
+    pure = False
+
     def on_create(self, record: Record) -> None:
         """Before an insert: ``record`` holds every column, defaults applied; it may be changed."""
 
