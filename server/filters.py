@@ -273,7 +273,8 @@ class _JsonKey:
 
     def __init__(self, compiler: _Compiler, field: Field, keys: list[str]) -> None:
         self.compiler = compiler
-        self.value = fn.jsonb_extract_path(field, *keys)
+        # A JSON null is SQL NULL here, like a missing key: both compare as unknown.
+        self.value = fn.NULLIF(fn.jsonb_extract_path(field, *keys), Cast("null", "jsonb"))
         self.text = fn.jsonb_extract_path_text(field, *keys)
 
     def json_literal(self, literal: Literal) -> tuple[str, Any]:
@@ -296,8 +297,7 @@ class _JsonKey:
         if literal.is_null:
             if op not in _EQUALITY:
                 raise self.compiler.fail(f"null can only be compared with = or !=, not {op}", where)
-            absent = self.value.is_null() | (fn.jsonb_typeof(self.value) == "null")
-            return absent if op == "=" else ~absent
+            return self.value.is_null(op == "=")
         kind, value = self.json_literal(literal)
         if kind == "boolean" and op not in _EQUALITY:
             raise self.compiler.fail(f"true and false can only be compared with = or !=, not {op}", where)

@@ -64,7 +64,10 @@ def parse_order_by(resource: Resource, order_by: str) -> list[OrderKey]:
         keys.append(OrderKey(name, resource.fields[name], direction == "desc"))
     if any(key.name == "id" for key in keys):
         return keys
-    return [*keys, OrderKey("id", resource.fields["id"], False)]
+    # The tie breaker runs the way the last key does, so that an order in one
+    # direction stays one row comparison that an index can walk.
+    descending = keys[-1].descending if keys else False
+    return [*keys, OrderKey("id", resource.fields["id"], descending)]
 
 
 def after(keys: list[OrderKey], values: list[Any]) -> Expression:
