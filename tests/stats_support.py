@@ -73,6 +73,7 @@ def insert_predictions(endpoint_id: str, model_version_id: str, rows: Iterable[d
                     "confidence": row.get("confidence"),
                     "status": row.get("status", "COMPLETED"),
                     "created_by": row.get("created_by"),
+                    "completed_at": row.get("completed_at"),
                     "created_at": row["created_at"],
                     "updated_at": row["created_at"],
                 }
