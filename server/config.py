@@ -9,6 +9,7 @@
 | ``VERSATIL_POOL_TIMEOUT`` | ``10`` | seconds an RPC waits for a free connection |
 | ``VERSATIL_GRACE_SECONDS`` | ``10`` | how long SIGTERM waits for in-flight calls |
 | ``VERSATIL_PAGE_TOKEN_KEY`` | unset | HMAC key for page tokens; unset uses the key stored in the database |
+| ``VERSATIL_LOG_FORMAT`` | ``auto`` | ``json``, ``text``, or ``auto``: text when stderr is a terminal, JSON otherwise |
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from server import logs
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Settings:
     pool_timeout: float = 10.0
     grace_seconds: float = 10.0
     page_token_key: str | None = None
+    log_format: str = "auto"
 
     @property
     def embedded(self) -> bool:
@@ -43,10 +47,12 @@ class Settings:
             pool_timeout=float(env.get("VERSATIL_POOL_TIMEOUT", cls.pool_timeout)),
             grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
+            log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
         )
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def configure_logging(settings: Settings | None = None) -> None:
+    """Log lines to stderr as ``VERSATIL_LOG_FORMAT`` says (see ``server.logs``)."""
+    logs.configure((settings or Settings.from_env()).log_format)
     # pgserver narrates every pg_ctl call at INFO; only its problems matter here.
     logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -4,13 +4,13 @@ Handlers are built from the service descriptors rather than the generated
 ``add_*Servicer_to_server`` functions for two reasons: one table serves all 13
 services, and requests are decoded by a lenient deserializer, so that bytes
 that are not a valid message get INVALID_ARGUMENT instead of grpcio's INTERNAL.
-Each call runs in one pooled database connection and logs one line.
+Each call runs in one pooled database connection and logs one line
+(``server.logs``).
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,12 +22,10 @@ from google.protobuf import message_factory
 from grpc_status import rpc_status
 
 from models import database
-from server import methods
+from server import logs, methods
 from server.errors import InvalidArgument, to_rpc_status
 from server.pagination import PageTokens
 from server.resources import RESOURCES, Resource
-
-log = logging.getLogger("versatil.rpc")
 
 Behavior = Callable[[Message], Message]
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -87,7 +85,7 @@ def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandle
             context.abort_with_status(rpc_status.to_status(status))
             raise  # abort_with_status always raises; this line only informs type checkers.
         finally:
-            log.info("%s %s %.1fms", full_name, code.name, (time.perf_counter() - started) * 1000)
+            logs.rpc(context, full_name, code, time.perf_counter() - started)
 
     return grpc.unary_unary_rpc_method_handler(
         handle,
