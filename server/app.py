@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 import models
 from server import database as db
+from server import metrics
 from server.config import Settings
 from server.pagination import PageTokens
 from server.routing import bind, resource_services
@@ -62,6 +63,9 @@ def serve(settings: Settings) -> None:
     db.connect(db.database_url(settings), settings)
     db.prepare_schema(settings)
     server, port = create_server(settings)
+    exporter = metrics.serve(settings.metrics_listen)
+    if exporter:
+        log.info("metrics on http://%s/metrics", exporter[1])
     server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("serving on %s:%d (%s database)", host, port, "embedded" if settings.embedded else "external")
@@ -73,4 +77,6 @@ def serve(settings: Settings) -> None:
     log.info("stopping: finishing in-flight calls (grace %.0fs)", settings.grace_seconds)
     server.stop(settings.grace_seconds).wait()
     models.database.close_all()
+    if exporter:
+        exporter[0].shutdown()
     log.info("stopped")

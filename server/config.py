@@ -9,6 +9,7 @@
 | ``VERSATIL_POOL_TIMEOUT`` | ``10`` | seconds an RPC waits for a free connection |
 | ``VERSATIL_GRACE_SECONDS`` | ``10`` | how long SIGTERM waits for in-flight calls |
 | ``VERSATIL_PAGE_TOKEN_KEY`` | unset | HMAC key for page tokens; unset uses the key stored in the database |
+| ``VERSATIL_METRICS_LISTEN`` | ``127.0.0.1:9464`` | Prometheus ``/metrics`` address (port 0 picks one); ``off`` disables |
 | ``VERSATIL_LOG_FORMAT`` | ``auto`` | ``json``, ``text``, or ``auto``: text when stderr is a terminal, JSON otherwise |
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Settings:
     pool_timeout: float = 10.0
     grace_seconds: float = 10.0
     page_token_key: str | None = None
+    metrics_listen: str = "127.0.0.1:9464"
     log_format: str = "auto"
 
     @property
@@ -47,6 +49,7 @@ class Settings:
             pool_timeout=float(env.get("VERSATIL_POOL_TIMEOUT", cls.pool_timeout)),
             grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
+            metrics_listen=env.get("VERSATIL_METRICS_LISTEN", cls.metrics_listen),
             log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
         )
 

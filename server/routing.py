@@ -4,8 +4,8 @@ Handlers are built from the service descriptors rather than the generated
 ``add_*Servicer_to_server`` functions for two reasons: one table serves all 13
 services, and requests are decoded by a lenient deserializer, so that bytes
 that are not a valid message get INVALID_ARGUMENT instead of grpcio's INTERNAL.
-Each call runs in one pooled database connection and logs one line
-(``server.logs``).
+Each call runs in one pooled database connection; when it ends it is counted
+(``server.metrics``) and logs one line (``server.logs``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from google.protobuf import message_factory
 from grpc_status import rpc_status
 
 from models import database
-from server import logs, methods
+from server import logs, methods, metrics
 from server.errors import InvalidArgument, to_rpc_status
 from server.pagination import PageTokens
 from server.resources import RESOURCES, Resource
@@ -85,7 +85,9 @@ def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandle
             context.abort_with_status(rpc_status.to_status(status))
             raise  # abort_with_status always raises; this line only informs type checkers.
         finally:
-            logs.rpc(context, full_name, code, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.observe(full_name, code, seconds)
+            logs.rpc(context, full_name, code, seconds)
 
     return grpc.unary_unary_rpc_method_handler(
         handle,
