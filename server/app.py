@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 import models
 from server import database as db
-from server import metrics
+from server import metrics, tracing
 from server.config import Settings
 from server.pagination import PageTokens
 from server.routing import bind, resource_services
@@ -41,7 +41,9 @@ def page_token_key(settings: Settings) -> bytes:
 
 def create_server(settings: Settings) -> tuple[grpc.Server, int]:
     """A server with every service registered and bound to ``settings.listen``; not started."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.pool_size))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.pool_size), interceptors=tracing.interceptors()
+    )
     services = resource_services(PageTokens(page_token_key(settings)))
     server.add_generic_rpc_handlers([bind(service, behaviors) for service, behaviors in services.items()])
 
@@ -60,6 +62,7 @@ def create_server(settings: Settings) -> tuple[grpc.Server, int]:
 
 
 def serve(settings: Settings) -> None:
+    tracing.configure()  # Before the pool's first connection, so that its SQL is traced.
     db.connect(db.database_url(settings), settings)
     db.prepare_schema(settings)
     server, port = create_server(settings)
@@ -77,6 +80,7 @@ def serve(settings: Settings) -> None:
     log.info("stopping: finishing in-flight calls (grace %.0fs)", settings.grace_seconds)
     server.stop(settings.grace_seconds).wait()
     models.database.close_all()
+    tracing.shutdown()
     if exporter:
         exporter[0].shutdown()
     log.info("stopped")

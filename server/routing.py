@@ -5,7 +5,8 @@ Handlers are built from the service descriptors rather than the generated
 services, and requests are decoded by a lenient deserializer, so that bytes
 that are not a valid message get INVALID_ARGUMENT instead of grpcio's INTERNAL.
 Each call runs in one pooled database connection; when it ends it is counted
-(``server.metrics``) and logs one line (``server.logs``).
+(``server.metrics``), its span gets its status (``server.tracing``) and it logs
+one line (``server.logs``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from google.protobuf import message_factory
 from grpc_status import rpc_status
 
 from models import database
-from server import logs, methods, metrics
+from server import logs, methods, metrics, tracing
 from server.errors import InvalidArgument, to_rpc_status
 from server.pagination import PageTokens
 from server.resources import RESOURCES, Resource
@@ -87,6 +88,7 @@ def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandle
         finally:
             seconds = time.perf_counter() - started
             metrics.observe(full_name, code, seconds)
+            tracing.record(code)
             logs.rpc(context, full_name, code, seconds)
 
     return grpc.unary_unary_rpc_method_handler(
