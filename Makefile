@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/versatil/ml/v1/*.proto)
 GENERATED := versatil/ml/v1/.generated
 
-.PHONY: run test lint proto migrate migrate-status migrate-down migration seed clean
+.PHONY: run test lint proto migrate migrate-status migrate-down migration seed backup restore clean
 
 run: $(GENERATED)
 	$(PY) -m server
@@ -54,6 +54,14 @@ migration: $(INSTALLED)
 
 seed: $(GENERATED)
 	$(PY) -m server.seed
+
+# pg_dump -Fc into backups/versatil-<UTC time>.dump; restore replaces the database with FILE.
+backup: $(INSTALLED)
+	$(PY) -m server.backup dump
+
+restore: $(INSTALLED)
+	@test -n "$(FILE)" || (echo 'usage: make restore FILE=backups/versatil-20260101T000000Z.dump' && exit 2)
+	$(PY) -m server.backup restore "$(FILE)"
 
 clean:
 	rm -rf $(VENV) versatil .generated

@@ -11,6 +11,7 @@
 | ``VERSATIL_PAGE_TOKEN_KEY`` | unset | HMAC key for page tokens; unset uses the key stored in the database |
 | ``VERSATIL_METRICS_LISTEN`` | ``127.0.0.1:9464`` | Prometheus ``/metrics`` address (port 0 picks one); ``off`` disables |
 | ``VERSATIL_LOG_FORMAT`` | ``auto`` | ``json``, ``text``, or ``auto``: text when stderr is a terminal, JSON otherwise |
+| ``VERSATIL_BACKUP_DIR`` | ``backups`` | where ``python -m server.backup dump`` writes its files |
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Settings:
     page_token_key: str | None = None
     metrics_listen: str = "127.0.0.1:9464"
     log_format: str = "auto"
+    backup_dir: Path = Path("backups")
 
     @property
     def embedded(self) -> bool:
@@ -51,6 +53,7 @@ class Settings:
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
             metrics_listen=env.get("VERSATIL_METRICS_LISTEN", cls.metrics_listen),
             log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
+            backup_dir=Path(env.get("VERSATIL_BACKUP_DIR", str(cls.backup_dir))),
         )
 
 

@@ -1,0 +1,62 @@
+"""Backups: a dump taken, the data changed, the dump restored: every table is as it was, row for row."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from server.resources import RESOURCES
+from tests.conftest import Api, message
+from tests.ops_support import ServerProcess, admin, migrate, run_module, scratch_database
+
+
+def fingerprint(url: str) -> dict[str, tuple[int, str]]:
+    """Per table of the schema: its row count and an md5 of all its rows in a stable order."""
+    tables = [row[0] for row in admin(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert len(tables) >= len(RESOURCES)
+    return {
+        table: tuple(admin(url, f"SELECT count(*), md5(coalesce(string_agg(t::text, '' ORDER BY t::text), '')) "
+                                f'FROM "{table}" t')[0])
+        for table in tables
+    }
+
+
+def test_dump_then_restore_brings_back_every_row(database_url: str, tmp_path: Path) -> None:
+    with scratch_database(database_url) as url:
+        migrate(url)
+        env = {"DATABASE_URL": url, "VERSATIL_BACKUP_DIR": str(tmp_path / "backups")}
+        with ServerProcess(env) as server, server.channel() as channel:
+            api = Api(channel)
+            made = {name: api.create(name) for name in RESOURCES}  # Every resource, parents included.
+            api.create("Prediction", embedding=[0.25] * 384)
+        saved = fingerprint(url)
+        assert all(saved[spec.model._meta.table_name][0] >= 1 for spec in RESOURCES.values())
+
+        dumped = run_module("server.backup", env, "dump")
+        assert dumped.returncode == 0, dumped.stderr
+        path = Path(re.search(r"backup written: (\S+)", dumped.stdout)[1])
+        assert re.fullmatch(r"versatil-\d{8}T\d{6}Z\.dump", path.name)
+        assert path.parent == tmp_path / "backups" and path.stat().st_size > 0
+
+        with ServerProcess(env) as server, server.channel() as channel:
+            api = Api(channel)
+            api.call("Workflow", "DeleteWorkflow", id=made["Workflow"].id)  # Cascades to its children.
+            api.call("Model", "UpdateModel", model=message("Model", id=made["Model"].id, description="changed"),
+                     update_mask={"paths": ["description"]})
+            api.create("CloudRunService")
+        changed = fingerprint(url)
+        assert changed != saved
+
+        restored = run_module("server.backup", env, "restore", str(path))
+        assert restored.returncode == 0, restored.stderr
+        assert fingerprint(url) == saved
+
+        # The restored database serves: what was deleted is back.
+        with ServerProcess(env) as server, server.channel() as channel:
+            back = Api(channel).call("Workflow", "GetWorkflow", id=made["Workflow"].id)
+            assert back.name == made["Workflow"].name
+
+
+def test_restoring_a_missing_file_says_so(database_url: str, tmp_path: Path) -> None:
+    result = run_module("server.backup", {"DATABASE_URL": database_url}, "restore", str(tmp_path / "nope.dump"))
+    assert result.returncode == 1
+    assert "no such backup" in result.stderr
