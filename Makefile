@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/versatil/ml/v1/*.proto)
 GENERATED := versatil/ml/v1/.generated
 
-.PHONY: run test lint proto migrate migrate-status migrate-down migration seed backup restore clean
+.PHONY: run test lint proto migrate migrate-status migrate-down migration seed reset backup restore clean
 
 run: $(GENERATED)
 	$(PY) -m server
@@ -54,6 +54,10 @@ migration: $(INSTALLED)
 
 seed: $(GENERATED)
 	$(PY) -m server.seed
+
+# Drops every row: always allowed on the embedded database, on DATABASE_URL only with FORCE=1.
+reset: $(GENERATED)
+	$(PY) -m server.migrate reset $(if $(filter 1 yes true,$(FORCE)),--force)
 
 # pg_dump -Fc into backups/versatil-<UTC time>.dump; restore replaces the database with FILE.
 backup: $(INSTALLED)
