@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/versatil/ml/v1/*.proto)
 GENERATED := versatil/ml/v1/.generated
 
-.PHONY: run test lint proto migrate migrate-status migrate-down migration seed reset backup restore clean
+.PHONY: run test lint proto migrate migrate-status migrate-down migration seed reset backup restore clean bench
 
 run: $(GENERATED)
 	$(PY) -m server
@@ -69,3 +69,8 @@ restore: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) versatil .generated
+
+SIZE ?= 1000000
+# Not a test: times the service against the limits of this machine (see bench/).
+bench: $(GENERATED)
+	$(PY) -m bench --size $(SIZE)

@@ -58,6 +58,14 @@ def start_embedded(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
     return server.get_uri(database=database)
 
 
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL of ``data_dir`` now instead of when this process exits."""
+    import pgserver
+
+    server = pgserver.get_server(str(data_dir.resolve() / "pg"), cleanup_mode="stop")
+    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
 def database_url(settings: Settings) -> str:
     return settings.database_url or start_embedded(settings.data_dir)
 

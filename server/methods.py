@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
-from peewee import Value, fn
+from peewee import DatabaseError, Value, fn
 from uuid6 import uuid7
 
 from models import IdempotencyKey, database, utc_now
@@ -340,13 +340,30 @@ def _bulk_create(resource: Resource, items: list[Message]) -> list[Message]:
                 f"requests[{index}]"
             )
         del records[index]
-    results = dict(zip(records, _stored(resource, list(records.values())))) if records else {}
+    results = dict(zip(records, _store_locating_failures(resource, records))) if records else {}
     if earlier:
         found = _by_ids(resource, Shape.of(resource)).rows(ids=[str(rid) for rid, _ in earlier.values()])
         by_id = {row["id"]: message for row, message in zip(found, Shape.of(resource).render(found))}
         for request_id, (resource_id, _) in earlier.items():
             results[keys[request_id][0]] = by_id[resource_id]
     return [results[repeats.get(index, index)] for index in range(len(items))]
+
+
+def _store_locating_failures(resource: Resource, records: dict[int, Record]) -> list[Message]:
+    """Store all records in one statement; if it fails, say which item made it fail."""
+    try:
+        with database.atomic():  # A savepoint: the batch may go on item by item.
+            return _stored(resource, list(records.values()))
+    except DatabaseError:
+        pass
+    stored = []
+    for index, record in records.items():
+        try:
+            with database.atomic():
+                stored.extend(_stored(resource, [record]))
+        except Exception as error:
+            raise translate(error).at(f"requests[{index}]") from None
+    return stored
 
 
 def _claim(resource: Resource, wanted: dict[uuid.UUID, tuple[str, uuid.UUID]]) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:

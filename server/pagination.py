@@ -64,10 +64,7 @@ def parse_order_by(resource: Resource, order_by: str) -> list[OrderKey]:
         keys.append(OrderKey(name, resource.fields[name], direction == "desc"))
     if any(key.name == "id" for key in keys):
         return keys
-    # The tie breaker runs the way the last key does, so that an order in one
-    # direction stays one row comparison that an index can walk.
-    descending = keys[-1].descending if keys else False
-    return [*keys, OrderKey("id", resource.fields["id"], descending)]
+    return [*keys, OrderKey("id", resource.fields["id"], False)]
 
 
 def after(keys: list[OrderKey], values: list[Any]) -> Expression:
@@ -85,7 +82,13 @@ def after(keys: list[OrderKey], values: list[Any]) -> Expression:
         if step is not None:
             ties = [_equal(k, v) for k, v in zip(keys[:i], values[:i])]
             clauses.append(reduce(operator.and_, [*ties, step]))
-    return reduce(operator.or_, clauses)
+    expanded = reduce(operator.or_, clauses)
+    first, value = keys[0], values[0]
+    if first.field.null or value is None:
+        return expanded
+    # A range on the first key, implied by the OR above, lets an index on it
+    # start the scan at the cursor instead of at the beginning.
+    return (first.field <= value if first.descending else first.field >= value) & expanded
 
 
 def _strictly_after(key: OrderKey, value: Any) -> Expression | None:

@@ -16,7 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from peewee import Field, ModelSelect, __exception_wrapper__
+from peewee import (
+    DoubleField,
+    Field,
+    ForeignKeyField,
+    IntegerField,
+    ModelSelect,
+    TextField,
+    UUIDField,
+    __exception_wrapper__,
+)
+from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 from psycopg2.extras import execute_values
 
 from models import database
@@ -43,7 +53,7 @@ class Prepared:
 
     def __init__(self, query: ModelSelect) -> None:
         self.sql, self.params = query.sql()
-        self.columns = [(f.column_name, f.python_value) for f in query._returning or ()]
+        self.columns = [(f.column_name, _converter(f)) for f in query._returning or ()]
         self._slots = [i for i, p in enumerate(self.params) if isinstance(p, Slot)]
 
     def parameters(self, values: dict[str, Any]) -> list[Any]:
@@ -65,8 +75,26 @@ class Prepared:
 
     def rows(self, **values: Any) -> list[dict[str, Any]]:
         cursor = database.execute_sql(self.sql, self.parameters(values))
-        columns = self.columns
-        return [{name: convert(value) for (name, convert), value in zip(columns, row)} for row in cursor]
+        names = [name for name, _ in self.columns]
+        converted = [(i, convert) for i, (_, convert) in enumerate(self.columns) if convert is not None]
+        rows = []
+        for values_of_row in cursor:
+            row = dict(zip(names, values_of_row))
+            for i, convert in converted:
+                row[names[i]] = convert(values_of_row[i])
+            rows.append(row)
+        return rows
+
+
+# Columns psycopg2 already returns as the Python value Peewee would make
+# (uuid.UUID, aware datetime, decoded jsonb, int, float, str): no conversion.
+_NATIVE = (UUIDField, ForeignKeyField, DateTimeTZField, BinaryJSONField, IntegerField, DoubleField, TextField)
+
+
+def _converter(field: Field) -> Callable[[Any], Any] | None:
+    if isinstance(field, ForeignKeyField) and not isinstance(field.rel_field, UUIDField):
+        return field.python_value
+    return None if isinstance(field, _NATIVE) else field.python_value
 
 
 _compiled: dict[Hashable, Prepared] = {}
