@@ -169,6 +169,8 @@ class Measure:
 
 @dataclass(frozen=True)
 class Bucket:
+    """A time bucket, checked: the timestamp, the unit and the zone of ``date_trunc``."""
+
     field_name: str
     field: Field
     unit: str  # date_trunc's: hour, day, week or month.
@@ -184,7 +186,7 @@ class Plan:
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
     bucket: Bucket | None
-    order: tuple[tuple[str, bool], ...]  # (key name, alias or bucket_start; descending)
+    order: tuple[tuple[str, bool], ...]  # (a key name, an alias or bucket_start; descending?)
     limit: int
 
 
@@ -316,10 +318,13 @@ def plan_of(resource: Resource, request: common_pb2.StatsRequest) -> Plan:
     measures = tuple(_measure(resource, a, f"aggregations[{i}]") for i, a in enumerate(request.aggregations))
     measures = measures or (Measure(default_alias("COUNT", ""), "COUNT"),)
     bucket = _bucket(resource, request.time_bucket) if request.HasField("time_bucket") else None
-    names = [*(key.name for key in keys), *(m.alias for m in measures), *([BUCKET_START] if bucket else [])]
+    # The names of the result's columns, which order_by may use: bucket_start, keys, aliases.
+    leading = [BUCKET_START] if bucket else []
+    names = [*leading, *(key.name for key in keys), *(m.alias for m in measures)]
     for i, name in enumerate(names):
         if name in names[:i]:
-            where = "group_by" if i < len(keys) else f"aggregations[{i - len(keys)}].alias"
+            at = i - len(leading) - len(keys)
+            where = "group_by" if at < 0 else f"aggregations[{at}].alias"
             raise InvalidArgument(f"{name!r} names two columns of the result; give one an alias", where)
     return Plan(
         resource=resource,

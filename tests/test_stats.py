@@ -393,6 +393,8 @@ INVALID = [
     ("Prediction", {"aggregations": [aggregation("AVG", "latency", fraction=0.5)]}, "aggregations[0].fraction", "PERCENTILE only"),
     ("Prediction", {"aggregations": [aggregation("COUNT"), aggregation("COUNT")]}, "aggregations[1].alias", "'count' names two columns"),
     ("Prediction", {"group_by": ["status"], "aggregations": [aggregation("COUNT", alias="status")]}, "aggregations[0].alias", "names two columns"),
+    ("Prediction", {"time_bucket": bucket("created_at", "DAY"), "aggregations": [aggregation("COUNT", alias="bucket_start")]},
+     "aggregations[0].alias", "names two columns"),
     ("Prediction", {"aggregations": [aggregation("COUNT", alias="1st")]}, "aggregations[0].alias", "letters, digits and underscores"),
     ("Prediction", {"aggregations": [aggregation("COUNT", alias="a b")]}, "aggregations[0].alias", "letters, digits and underscores"),
     ("Prediction", {"time_bucket": bucket("latency", "DAY")}, "time_bucket.field", "must be a timestamp"),
