@@ -4,9 +4,10 @@ import sys
 from server.app import serve
 from server.config import Settings, configure_logging
 from server.database import SchemaBehind
+from server.tokens import TokensFileError
 
 configure_logging()
 try:
     serve(Settings.from_env())
-except SchemaBehind as error:
+except (SchemaBehind, TokensFileError) as error:
     sys.exit(f"versatil: {error}")

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 import models
 from server import database as db
 from server import metrics, tracing
+from server import auth, encryption, limits, tls
 from server.config import Settings
 from server.pagination import PageTokens
 from server.routing import bind, resource_services
@@ -41,8 +42,12 @@ def page_token_key(settings: Settings) -> bytes:
 
 def create_server(settings: Settings) -> tuple[grpc.Server, int]:
     """A server with every service registered and bound to ``settings.listen``; not started."""
+    limits.apply(settings)
+    encryption.configure(settings.encryption_keys)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.pool_size), interceptors=tracing.interceptors()
+        futures.ThreadPoolExecutor(max_workers=settings.pool_size),
+        interceptors=[*tracing.interceptors(), *auth.interceptors(settings)],
+        options=limits.grpc_options(settings),
     )
     services = resource_services(PageTokens(page_token_key(settings)))
     server.add_generic_rpc_handlers([bind(service, behaviors) for service, behaviors in services.items()])
@@ -57,11 +62,13 @@ def create_server(settings: Settings) -> tuple[grpc.Server, int]:
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(settings.listen)
+    port = tls.bind(server, settings)
     return server, port
 
 
 def serve(settings: Settings) -> None:
+    settings = auth.embedded_default(settings)  # Before the workers: they share the dev token.
+    auth.authenticator(settings)  # Refuse to start with no way to authenticate anyone.
     tracing.configure()  # Before the pool's first connection, so that its SQL is traced.
     db.connect(db.database_url(settings), settings)
     db.prepare_schema(settings)

@@ -12,6 +12,16 @@
 | ``VERSATIL_METRICS_LISTEN`` | ``127.0.0.1:9464`` | Prometheus ``/metrics`` address (port 0 picks one); ``off`` disables |
 | ``VERSATIL_LOG_FORMAT`` | ``auto`` | ``json``, ``text``, or ``auto``: text when stderr is a terminal, JSON otherwise |
 | ``VERSATIL_BACKUP_DIR`` | ``backups`` | where ``python -m server.backup dump`` writes its files |
+| ``VERSATIL_AUTH`` | ``on`` | ``off`` serves every call without authentication (no principal, no row-level security) |
+| ``VERSATIL_TOKENS_FILE`` | unset | the bearer tokens' hashes (``python -m server.tokens add``) |
+| ``VERSATIL_DEV_TOKEN`` | unset | an admin token given in clear; the embedded default generates one when no tokens file is set |
+| ``VERSATIL_ENCRYPTION_KEYS`` | unset | base64 AES-256 keys for ``secrets`` values, newest first (``python -m server.encryption new-key``) |
+| ``VERSATIL_TLS_CERT``, ``VERSATIL_TLS_KEY`` | unset | PEM certificate chain and key: serve TLS instead of plaintext |
+| ``VERSATIL_TLS_CLIENT_CA`` | unset | PEM CA bundle: require client certificates it signed (mutual TLS) |
+| ``VERSATIL_MAX_MESSAGE_BYTES`` | ``4194304`` | larger requests are RESOURCE_EXHAUSTED |
+| ``VERSATIL_MAX_BATCH`` | ``1000`` | items in a BatchCreate or BatchGet |
+| ``VERSATIL_MAX_PAGE_SIZE`` | ``1000`` | larger page sizes are clamped |
+| ``VERSATIL_MAX_FILTER_LENGTH``, ``VERSATIL_MAX_FILTER_DEPTH`` | ``4096``, ``32`` | longer or deeper filters are INVALID_ARGUMENT |
 """
 from __future__ import annotations
 
@@ -35,6 +45,20 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9464"
     log_format: str = "auto"
     backup_dir: Path = Path("backups")
+    # Security (``server.auth``, ``server.encryption``, ``server.tls``): see the table above.
+    auth: bool = True
+    tokens_file: Path | None = None
+    dev_token: str | None = None
+    encryption_keys: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Limits (``server.limits``).
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 1000
+    max_page_size: int = 1000
+    max_filter_length: int = 4096
+    max_filter_depth: int = 32
 
     @property
     def embedded(self) -> bool:
@@ -54,7 +78,30 @@ class Settings:
             metrics_listen=env.get("VERSATIL_METRICS_LISTEN", cls.metrics_listen),
             log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
             backup_dir=Path(env.get("VERSATIL_BACKUP_DIR", str(cls.backup_dir))),
+            auth=_switch(env.get("VERSATIL_AUTH", "on"), "VERSATIL_AUTH"),
+            tokens_file=_path(env.get("VERSATIL_TOKENS_FILE")),
+            dev_token=env.get("VERSATIL_DEV_TOKEN") or None,
+            encryption_keys=tuple(k.strip() for k in env.get("VERSATIL_ENCRYPTION_KEYS", "").split(",") if k.strip()),
+            tls_cert=_path(env.get("VERSATIL_TLS_CERT")),
+            tls_key=_path(env.get("VERSATIL_TLS_KEY")),
+            tls_client_ca=_path(env.get("VERSATIL_TLS_CLIENT_CA")),
+            max_message_bytes=int(env.get("VERSATIL_MAX_MESSAGE_BYTES", cls.max_message_bytes)),
+            max_batch=int(env.get("VERSATIL_MAX_BATCH", cls.max_batch)),
+            max_page_size=int(env.get("VERSATIL_MAX_PAGE_SIZE", cls.max_page_size)),
+            max_filter_length=int(env.get("VERSATIL_MAX_FILTER_LENGTH", cls.max_filter_length)),
+            max_filter_depth=int(env.get("VERSATIL_MAX_FILTER_DEPTH", cls.max_filter_depth)),
         )
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _switch(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError(f"{name} must be on or off, not {text!r}")
+    return value in ("on", "true", "1")
 
 
 def configure_logging(settings: Settings | None = None) -> None:

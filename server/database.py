@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 from playhouse.migrations import Runner
+from playhouse.postgres_ext import PooledPostgresqlExtDatabase
 
 import models
+from server import principal
 from server.config import Settings
+from server.principal import Caller
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 EMBEDDED_DATABASE = "versatil"
@@ -81,6 +85,62 @@ def connect(url: str, settings: Settings | None = None) -> None:
         timeout=settings.pool_timeout,
         stale_timeout=300,
     )
+    _run_connections_as_caller(models.database)
+
+
+# The database roles of RPCs (migration 0005): neither is a superuser nor bypasses row-level
+# security. Code outside an RPC keeps the connecting role ("none" resets to it).
+APP_ROLE = "versatil_app"
+ADMIN_ROLE = "versatil_admin"
+_SESSION = "SELECT set_config('role', %s, false), set_config('versatil.principal', %s, false)"
+_CONNECTING_ROLE = ("none", "")
+# id(connection) -> (connection, the (role, principal) it runs as). Holding the connection keeps
+# its id from being reused by a new one that would then seem already set.
+_sessions: dict[int, tuple[Any, tuple[str, str]]] = {}
+
+
+def session_of(caller: Caller | None) -> tuple[str, str]:
+    """The database role and ``versatil.principal`` setting a call by ``caller`` runs with."""
+    if caller is None:
+        return _CONNECTING_ROLE
+    return (ADMIN_ROLE if caller.admin else APP_ROLE, caller.name)
+
+
+def apply_caller(database: PooledPostgresqlExtDatabase) -> None:
+    """Make the connection just checked out run as the current caller; no round trip if it already does."""
+    connection = database.connection()
+    wanted = session_of(principal.current())
+    entry = _sessions.get(id(connection))
+    applied = entry[1] if entry is not None and entry[0] is connection else _CONNECTING_ROLE
+    if applied == wanted:
+        return
+    _sessions.pop(id(connection), None)
+    database.execute_sql(_SESSION, wanted)  # Autocommit: the settings last until changed.
+    if len(_sessions) > 1024:
+        for key in [key for key, (conn, _) in _sessions.items() if conn.closed]:
+            del _sessions[key]
+    _sessions[id(connection)] = (connection, wanted)
+
+
+def _run_connections_as_caller(database: PooledPostgresqlExtDatabase) -> None:
+    """Have every connection the pool hands out run as the caller of the RPC (``apply_caller``).
+
+    Done after Peewee's ``connect`` returns, outside the lock it holds while checking out. If the
+    settings cannot be applied the connection is closed, never used with the wrong role.
+    """
+    connect = type(database).connect
+
+    def connect_as_caller(reuse_if_open: bool = False) -> bool:
+        opened = connect(database, reuse_if_open)
+        if opened:
+            try:
+                apply_caller(database)
+            except BaseException:
+                database.manual_close()  # Out of the pool for good.
+                raise
+        return opened
+
+    database.connect = connect_as_caller  # type: ignore[method-assign]
 
 
 def migration_runner() -> Runner:

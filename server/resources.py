@@ -23,11 +23,17 @@ from playhouse.postgres_ext import BinaryJSONField
 
 import models
 from server.convert import MessageCodec, proto_name, snake_case
+from server.encryption import EncryptsSecrets
+from server.principal import StampsCreator
 from server.rules import Record, Rule
 from versatil.ml.v1 import resources_pb2 as pb
 
 PACKAGE = "versatil.ml.v1"
 OUTPUT_ONLY = frozenset({"id", "created_at", "updated_at", "etag"})
+# Stamped from the caller's principal on create, never changed by an update.
+STAMPED = "created_by"
+# Resource -> the JSON column whose ``secrets`` values are encrypted at rest.
+SECRET_COLUMNS = {"Workflow": "config", "CloudRunService": "env"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +102,14 @@ class Resource:
         # Every resource serves Get<R>Stats, all through one generic implementation.
         stats = {f"Get{self.name}Stats": _get_stats}
         object.__setattr__(self, "custom_methods", {**stats, **self.custom_methods})
+        object.__setattr__(self, "rules", self.rules + self._security_rules())
+
+    def _security_rules(self) -> tuple[Rule, ...]:
+        """``created_by`` stamped from the caller, and secrets encrypted (``SECRET_COLUMNS``)."""
+        columns = {proto_name(f) for f in self.model._meta.sorted_fields}
+        stamps = (StampsCreator(),) if STAMPED in columns else ()
+        secret = SECRET_COLUMNS.get(self.name)
+        return stamps + ((EncryptsSecrets(self.name, secret),) if secret else ())
 
     @cached_property
     def name(self) -> str:
@@ -131,8 +145,9 @@ class Resource:
 
     @cached_property
     def immutable(self) -> frozenset[str]:
-        """Fields an update must not name: output-only ones, parents and the version number."""
-        return OUTPUT_ONLY | set(self.parents) | ({"version"} if self.numbered_by else set())
+        """Fields an update must not name: output-only ones, parents, the version number, created_by."""
+        stamped = {STAMPED} & set(self.fields)
+        return OUTPUT_ONLY | set(self.parents) | ({"version"} if self.numbered_by else set()) | stamped
 
     @cached_property
     def writable(self) -> tuple[str, ...]:

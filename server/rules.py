@@ -9,7 +9,8 @@ as dicts keyed by column name (``endpoint_id``, ``status``, ...):
             if changes.get("status") == "COMPLETED":
                 changes.setdefault("completed_at", utc_now())
 
-A hook rejects a write by raising a ``server.errors.ServiceError``.
+A hook rejects a write by raising a ``server.errors.ServiceError``. ``on_read`` sees
+every row on its way out (``server.shaping.to_message``), to hide or decode values.
 """
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ class Rule:
 
     def after_write(self, before: Record | None, after: Record | None) -> None:
         """After an insert (``before`` is None), update, or delete (``after`` is None)."""
+
+    def on_read(self, record: Record) -> None:
+        """Before a row becomes a message: ``record`` holds the columns read, and may be changed.
+
+        It is a copy made for this hook, and only rules that define it cost that copy.
+        """

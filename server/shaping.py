@@ -22,6 +22,7 @@ from server.convert import EPOCH
 from server.errors import InvalidArgument
 from server.prepared import Slot, prepared
 from server.resources import Resource
+from server.rules import Rule
 
 MAX_EXPAND_DEPTH = 3
 
@@ -32,9 +33,25 @@ def etag(data: dict[str, Any]) -> str:
     return format((since.days * 86400 + since.seconds) * 1_000_000 + since.microseconds, "x")
 
 
+def _readers(resource: Resource) -> tuple[Rule, ...]:
+    """The rules of ``resource`` that change rows on their way out (``Rule.on_read``)."""
+    readers = _READERS.get(resource)
+    if readers is None:
+        readers = _READERS[resource] = tuple(r for r in resource.rules if type(r).on_read is not Rule.on_read)
+    return readers
+
+
+_READERS: dict[Resource, tuple[Rule, ...]] = {}
+
+
 def to_message(
     resource: Resource, data: dict[str, Any], columns: Iterable[str] | None = None, with_etag: bool = True
 ) -> Message:
+    readers = _readers(resource)
+    if readers:
+        data = dict(data)
+        for rule in readers:
+            rule.on_read(data)
     message = resource.codec.to_message(data, columns)
     if with_etag:
         message.etag = etag(data)

@@ -20,7 +20,9 @@ Nothing from the request becomes SQL text: names only pick prepared expressions,
 as parameters.
 
 Prediction stats that the hourly rollup can answer exactly are read from it instead of the raw
-rows (``models.PredictionHourlyRollup``, kept exact by triggers): see ``rollup_source``.
+rows (``models.PredictionHourlyRollup``, kept exact by triggers): see ``rollup_source``. Only
+for admins: others see their own predictions only (row-level security), which the rollup does
+not tell apart.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ import models
 from models import EnumField
 from server.convert import enum_prefix
 from server.errors import InvalidArgument
+from server import principal
 from server.filters import compile_filter
 from server.resources import Relation, Resource
 from versatil.ml.v1 import common_pb2
@@ -521,6 +524,8 @@ def rollup_source(plan: Plan) -> RollupSource | None:
     latency and confidence, and filtered as ``_rollup_filter`` allows."""
     if plan.resource.model is not Prediction:
         return None
+    if not principal.sees_everything():
+        return None  # The rollup sums every principal's predictions; row-level security hides it.
     bucket = plan.bucket
     if bucket is not None and (bucket.field_name != "created_at" or not whole_hour_zone(bucket.zone)):
         return None

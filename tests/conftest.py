@@ -42,12 +42,39 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+# The session server's admin dev token: every test calls as an admin unless it says otherwise.
+ADMIN_TOKEN = "tests-admin-dev-token"
+
+
+class BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Sends ``authorization: Bearer <token>`` with every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _call(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
+        return continuation(details._replace(metadata=metadata), request)
+
+    intercept_unary_unary = intercept_unary_stream = _call
+    intercept_stream_unary = intercept_stream_stream = _call
+
+
+def authorized(channel: grpc.Channel, token: str = ADMIN_TOKEN) -> grpc.Channel:
+    return grpc.intercept_channel(channel, BearerToken(token))
+
+
 @pytest.fixture(scope="session")
 def channel(database_url: str) -> Iterator[grpc.Channel]:
-    server, port = create_server(Settings(listen="127.0.0.1:0", pool_size=8))
+    server, port = create_server(Settings(listen="127.0.0.1:0", pool_size=8, dev_token=ADMIN_TOKEN))
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield channel
+        yield authorized(channel)
     server.stop(None)
 
 

@@ -29,6 +29,8 @@ import grpc
 import psycopg2
 import psycopg2.extensions
 
+from tests.conftest import ADMIN_TOKEN, authorized
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -97,7 +99,8 @@ class ServerProcess:
     """``python -m server`` on a free port; ``env`` is laid over the test's environment."""
 
     def __init__(self, env: dict[str, str], stderr: int | None = None) -> None:
-        self.env = {"VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_METRICS_LISTEN": "off", **env}
+        self.env = {"VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_METRICS_LISTEN": "off", "VERSATIL_DEV_TOKEN": ADMIN_TOKEN,
+                    **env}
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
         self._stderr_fd = stderr
@@ -146,7 +149,8 @@ class ServerProcess:
         raise AssertionError(f"no line matching {pattern!r}:\n" + "".join(self.stderr_lines))
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        """A channel that calls as the admin of ``VERSATIL_DEV_TOKEN``."""
+        return authorized(grpc.insecure_channel(f"127.0.0.1:{self.port}"))
 
     def stop(self) -> int:
         """SIGTERM, wait for the exit and the last output; SIGKILL after 30 seconds."""

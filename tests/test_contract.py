@@ -461,11 +461,13 @@ def test_update_clears_a_masked_field_left_unset(
     assert svc(resource).get(created.id) == updated
 
 
-# Fields no update may name: the output-only ones, every parent id, and version numbers.
+# Fields no update may name: the output-only ones, every parent id, version numbers, and
+# created_by (stamped from the caller's principal).
 IMMUTABLE = [
     (resource, path)
     for resource in ALL
-    for path in (*OUTPUT_ONLY, *RESOURCES[resource].parents, *(("version",) if resource in NUMBERED else ()))
+    for path in (*OUTPUT_ONLY, *RESOURCES[resource].parents, *(("version",) if resource in NUMBERED else ()),
+                 *(("created_by",) if "created_by" in RESOURCES[resource].fields else ()))
 ]
 
 
@@ -508,7 +510,6 @@ def test_update_checks_the_etag(api: Any, svc: Any, resource: str) -> None:
         ("Dataset", "type"),
         ("Dataset", "storage_path"),
         ("Workflow", "name"),
-        ("Workflow", "created_by"),
         ("Model", "framework"),
         ("DatasetVersion", "storage_path"),
         ("Deployment", "machine_type"),
@@ -886,7 +887,6 @@ def test_omitted_versions_count_up_per_parent(api: Any, svc: Any, resource: str)
 INVALID_VALUES = [
     ("Workflow", {"name": "x" * 201}, "name"),
     ("Workflow", {"name": ""}, "name"),
-    ("Workflow", {"created_by": ""}, "created_by"),
     ("Workflow", {"status": 99}, "status"),
     ("Workflow", {"embedding": [0.1, 0.2, 0.3]}, "embedding"),
     ("Workflow", {"embedding": [NAN] * 384}, "embedding"),

@@ -87,7 +87,7 @@ def test_every_line_is_json_when_stderr_is_not_a_terminal(database_url: str) -> 
     assert rpc["method"] == "/versatil.ml.v1.WorkflowService/GetWorkflow"
     assert rpc["code"] == "NOT_FOUND"
     assert isinstance(rpc["duration_ms"], float) and rpc["duration_ms"] > 0
-    assert rpc["principal"] == ""
+    assert rpc["principal"] == "dev"  # The admin of VERSATIL_DEV_TOKEN (server.auth).
     assert rpc["logger"] == "versatil.rpc" and rpc["level"] == "INFO" and rpc["time"].endswith("Z")
     assert any("serving on" in entry["message"] for entry in entries)
 
@@ -101,7 +101,7 @@ def test_text_when_forced(database_url: str) -> None:
             stub(message("GetWorkflowRequest", id="x"), metadata=[("x-request-id", "req-text")])
         line = server.wait_for(r".*request_id=req-text.*")[0]
     assert re.search(r" INFO versatil\.rpc /versatil\.ml\.v1\.WorkflowService/GetWorkflow INVALID_ARGUMENT "
-                     r"\d+\.\dms principal=- request_id=req-text$", line), line
+                     r"\d+\.\dms principal=dev request_id=req-text$", line), line
 
 
 def test_text_on_a_terminal(database_url: str) -> None:

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.resources import RESOURCES
-from tests.conftest import message
+from tests.conftest import ADMIN_TOKEN, authorized, message
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDARD_METHODS = ("Create{r}", "Get{r}", "List{r}s", "Update{r}", "Delete{r}", "BatchCreate{r}s", "BatchGet{r}s")
@@ -53,7 +53,7 @@ def _run_server(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env={**os.environ, "VERSATIL_LISTEN": "127.0.0.1:0", **env},
+        env={**os.environ, "VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_DEV_TOKEN": ADMIN_TOKEN, **env},
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -79,7 +79,7 @@ def served(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], grpc.Ch
     try:
         port = _wait_for_port(process, log)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield process, channel, log
+            yield process, authorized(channel), log
     finally:
         if process.poll() is None:
             process.kill()
