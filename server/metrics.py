@@ -16,16 +16,28 @@ work unchanged:
 | ``versatil_db_pool_max_connections`` | | the pool's size |
 
 Beside them the client library's own ``process_*`` and ``python_*`` metrics.
+
+With several worker processes (``VERSATIL_WORKERS``) the parent calls
+``serve_workers`` before it forks them: each worker then writes its samples
+into a file of a private directory (prometheus-client's multiprocess mode) and
+the parent serves their sum on the one port, so a scrape sees the whole
+service. The pool gauges are then each worker's pool as of its last call.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import disable_created_metrics, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 import models
@@ -56,8 +68,18 @@ database_errors = Counter(
     "RPCs that failed for a database reason, by status code.",
     ["code"],
 )
-for _code in DATABASE_ERRORS:
-    database_errors.labels(_code.name)  # At 0 from the start, so that rate() and alerts see them.
+
+# The pool as each worker reports it, in multiprocess mode only (one process
+# reads its own pool at scrape time: see PoolCollector). Made by serve_workers.
+_worker_pool: tuple[Gauge, Gauge] | None = None
+
+
+def _zero_database_errors() -> None:
+    for code in DATABASE_ERRORS:
+        database_errors.labels(code.name)  # At 0 from the start, so that rate() and alerts see them.
+
+
+_zero_database_errors()
 
 
 def observe(method: str, code: grpc.StatusCode, seconds: float) -> None:
@@ -67,6 +89,16 @@ def observe(method: str, code: grpc.StatusCode, seconds: float) -> None:
     handling_seconds.labels("unary", service, name).observe(seconds)
     if code in DATABASE_ERRORS:
         database_errors.labels(code.name).inc()
+    if _worker_pool:
+        _report_pool()
+
+
+def _report_pool() -> None:
+    database = models.database
+    connections, most = _worker_pool
+    connections.labels("in_use").set(len(database._in_use))
+    connections.labels("idle").set(len(database._connections))
+    most.set(database._max_connections or 0)
 
 
 class PoolCollector(Collector):
@@ -96,12 +128,49 @@ def serve(listen: str | None) -> tuple[WSGIServer, str] | None:
     is ``off`` or the address cannot be had: a busy metrics port is reported
     and the service runs on without metrics rather than not at all.
     """
+    return _serve(listen, REGISTRY)
+
+
+def serve_workers(listen: str | None) -> tuple[WSGIServer, str] | None:
+    """``serve`` for the parent of worker processes; call it before they fork.
+
+    Every metric written from then on, in this process or a child, goes to a
+    file in a private directory, and ``/metrics`` is their sum.
+    """
+    global _worker_pool
+    if not listen or listen.lower() == "off":
+        return None
+    directory = tempfile.mkdtemp(prefix="versatil-metrics-")
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, directory)
+    served = _serve(listen, registry)
+    if served is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    for metric in (handled, handling_seconds, database_errors):
+        metric.clear()  # Children made before the switch hold in-memory values.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.get_value_class()  # Chosen at import; switched now, before any fork.
+    _zero_database_errors()
+    # Not registered: the parent serves the sum of the workers' files, these included.
+    _worker_pool = (
+        Gauge("versatil_db_pool_connections", "Database connections in the pools, by state.", ["state"],
+              registry=None, multiprocess_mode="livesum"),
+        Gauge("versatil_db_pool_max_connections", "The most connections the pools open.",
+              registry=None, multiprocess_mode="livesum"),
+    )
+    os.register_at_fork(after_in_child=_report_pool)  # A worker's pool counts before its first call.
+    return served
+
+
+def _serve(listen: str | None, registry: CollectorRegistry) -> tuple[WSGIServer, str] | None:
     if not listen or listen.lower() == "off":
         return None
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     try:
-        server, _ = start_http_server(int(port), host)
+        server, _ = start_http_server(int(port), host, registry)
     except OSError as error:
         log.warning("metrics are off: cannot listen on %s: %s", listen, error)
         return None

@@ -121,6 +121,9 @@ class ServerProcess:
             reader.start()
         if self._stderr_fd is None:
             self.port = int(self.wait_for(r"serving on [\d.]+:(\d+)")[1])
+            # Worker processes may still be binding the port when it is announced.
+            with grpc.insecure_channel(f"127.0.0.1:{self.port}") as probe:
+                grpc.channel_ready_future(probe).result(timeout=60)
         return self
 
     def __exit__(self, *_: Any) -> None:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import models
 from server import metrics
 from tests.conftest import Api, message
-from tests.ops_support import ServerProcess, migrate, scratch_database, unreachable
+from tests.ops_support import ROOT, ServerProcess, migrate, scratch_database, unreachable
 
 WORKFLOWS = {"grpc_type": "unary", "grpc_service": "versatil.ml.v1.WorkflowService"}
 
@@ -86,29 +86,43 @@ def test_pool_gauges_are_read_at_scrape_time(api: Api, exporter: str) -> None:
     assert value(after, "versatil_db_pool_connections", state="idle") == idle_before
 
 
-def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_url: str) -> None:
+# Worker processes come with server/workers.py (VERSATIL_WORKERS).
+WORKERS = pytest.mark.skipif(not (ROOT / "server" / "workers.py").exists(), reason="no worker processes")
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=WORKERS)])
+def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_url: str, workers: int) -> None:
+    """One process, or several workers whose samples the parent sums on one port."""
+    calls = 12  # Each on its own connection, so that the kernel spreads them over the workers.
     with scratch_database(database_url) as url:
         migrate(url)
-        env = {"DATABASE_URL": url, "VERSATIL_METRICS_LISTEN": "127.0.0.1:0", "VERSATIL_POOL_SIZE": "3"}
-        with ServerProcess(env) as server, server.channel() as channel:
+        env = {"DATABASE_URL": url, "VERSATIL_METRICS_LISTEN": "127.0.0.1:0", "VERSATIL_POOL_SIZE": "3",
+               "VERSATIL_WORKERS": str(workers)}
+        with ServerProcess(env) as server:
             address = server.wait_for(r"metrics on http://([\d.]+:\d+)/metrics")[1]
-            get = channel.unary_unary("/versatil.ml.v1.WorkflowService/GetWorkflow",
-                                      request_serializer=lambda m: m.SerializeToString())
             request = message("GetWorkflowRequest", id=str(uuid.uuid4()))
-            with pytest.raises(grpc.RpcError):
-                get(request)
+
+            def get(**kwargs) -> None:
+                with server.channel() as channel:
+                    channel.unary_unary("/versatil.ml.v1.WorkflowService/GetWorkflow",
+                                        request_serializer=lambda m: m.SerializeToString())(request, **kwargs)
+
+            for _ in range(calls):
+                with pytest.raises(grpc.RpcError):
+                    get()
             samples = scrape(address)
             assert value(samples, "grpc_server_handled_total", **WORKFLOWS,
-                         grpc_method="GetWorkflow", grpc_code="NOT_FOUND") == 1
-            assert value(samples, "versatil_db_pool_max_connections") == 3
+                         grpc_method="GetWorkflow", grpc_code="NOT_FOUND") == calls
+            assert value(samples, "grpc_server_handling_seconds_count", **WORKFLOWS, grpc_method="GetWorkflow") == calls
+            assert value(samples, "versatil_db_pool_max_connections") == 3 * workers
+            assert value(samples, "versatil_db_pool_connections", state="idle") >= 1
             # Present at 0 before any error, so that a rate() or an alert sees the first one.
             assert samples[("versatil_db_errors_total", frozenset({("code", "UNAVAILABLE")}))] == 0
             assert not [name for name, _ in samples if name.endswith("_created")]
-            assert value(samples, "process_resident_memory_bytes") > 0
 
             with unreachable(database_url, url):
                 with pytest.raises(grpc.RpcError) as down:
-                    get(request, timeout=30)
+                    get(timeout=30)
                 assert down.value.code() == grpc.StatusCode.UNAVAILABLE
                 samples = scrape(address)
             assert value(samples, "versatil_db_errors_total", code="UNAVAILABLE") == 1
