@@ -194,7 +194,7 @@ def rotate(models_module: Any) -> int:
                 continue
             field = resource.fields[rule.column]
             model = resource.model
-            with models_module.database.atomic():
+            with models_module.database.connection_context(), models_module.database.atomic():
                 for row in model.select(model.id, field).where(field.has_key(SECRETS)).for_update():
                     document = getattr(row, field.name)
                     resealed = rule._sealed(row.id, {**document}, document)
@@ -215,16 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import models
     from server import database as db
+    from server import encryption  # Not this __main__ module: the one the resources' rules use.
     from server.config import Settings, configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings)
-    configure(settings.encryption_keys)
-    if _ring.newest is None:
+    encryption.configure(settings.encryption_keys)
+    if encryption.ring().newest is None:
         print("versatil: set VERSATIL_ENCRYPTION_KEYS, the new key first", file=sys.stderr)
         return 2
     db.connect(db.database_url(settings), settings)
-    print(f"re-encrypted the secrets of {rotate(models)} row(s) with key {_ring.newest}", file=sys.stderr)
+    changed = encryption.rotate(models)
+    print(f"re-encrypted the secrets of {changed} row(s) with key {encryption.ring().newest}", file=sys.stderr)
     return 0
 
 
