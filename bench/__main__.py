@@ -47,11 +47,28 @@ def _messages() -> Any:
     return common_pb2, prediction_service_pb2, resources_pb2
 
 
+# The service's admin token for the run (VERSATIL_DEV_TOKEN); the benchmark calls as an admin.
+TOKEN = os.environ.setdefault("VERSATIL_BENCH_TOKEN", f"bench-{uuid.uuid4().hex}")  # Inherited by client processes.
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    """Sends the run's token with every call."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {TOKEN}")]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def _channel(target: str) -> grpc.Channel:
+    return grpc.intercept_channel(grpc.insecure_channel(target), _Bearer())
+
+
 class Service:
     """``python -m server`` on ``url``, in a child process stopped by its pid."""
 
     def __init__(self, url: str, workers: int) -> None:
-        env = {**os.environ, "DATABASE_URL": url, "VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_WORKERS": str(workers)}
+        env = {**os.environ, "DATABASE_URL": url, "VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_WORKERS": str(workers),
+               "VERSATIL_DEV_TOKEN": TOKEN}
         self.process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
                                         stderr=subprocess.PIPE, text=True)
         self.port = self._port()
@@ -111,7 +128,7 @@ def build_data(url: str, size: int) -> dict[str, Any]:
 class Bench:
     def __init__(self, url: str, service: Service, data: dict[str, Any], repeat: int) -> None:
         self.url, self.service, self.data, self.repeat = url, service, data, repeat
-        self.channel = grpc.insecure_channel(service.address)
+        self.channel = _channel(service.address)
         from versatil.ml.v1 import prediction_service_pb2_grpc
 
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -259,7 +276,7 @@ def _mixed_client(job: tuple[str, str, str, str, list[str], float]) -> list[floa
         from versatil.ml.v1 import prediction_service_pb2 as requests
         from versatil.ml.v1 import prediction_service_pb2_grpc, resources_pb2
 
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(_channel(target))
         page = requests.ListPredictionsRequest(filter=f'endpoint_id = "{endpoint}"', order_by="created_at desc",
                                                page_size=20)
         create = requests.CreatePredictionRequest(prediction=resources_pb2.Prediction(
