@@ -30,6 +30,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.workers import default_count
+
 from server import logs
 
 
@@ -42,6 +44,7 @@ class Settings:
     pool_timeout: float = 10.0
     grace_seconds: float = 10.0
     page_token_key: str | None = None
+    workers: int = 1
     metrics_listen: str = "127.0.0.1:9464"
     log_format: str = "auto"
     backup_dir: Path = Path("backups")
@@ -75,6 +78,7 @@ class Settings:
             pool_timeout=float(env.get("VERSATIL_POOL_TIMEOUT", cls.pool_timeout)),
             grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
+            workers=int(env.get("VERSATIL_WORKERS") or default_count()),
             metrics_listen=env.get("VERSATIL_METRICS_LISTEN", cls.metrics_listen),
             log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
             backup_dir=Path(env.get("VERSATIL_BACKUP_DIR", str(cls.backup_dir))),

@@ -148,7 +148,8 @@ def test_reflection_lists_every_service_with_its_standard_methods(embedded) -> N
             for service in descriptor_pb2.FileDescriptorProto.FromString(blob).service
             if service.name == f"{resource}Service"
         ]
-        assert [m.name for m in services[0].method] == [m.format(r=resource) for m in STANDARD_METHODS]
+        declared = [m.name for m in services[0].method]
+        assert declared[: len(STANDARD_METHODS)] == [m.format(r=resource) for m in STANDARD_METHODS]
 
 
 def test_health_reports_serving(embedded) -> None:
