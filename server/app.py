@@ -10,11 +10,12 @@ within the grace period and closes the connection pool.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
@@ -24,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 import models
 from server import database as db
 from server import workers
+from server.health import DatabaseWatch, EmbeddedKeeper
 from server import lineage
 from server import metrics, tracing
 from server import auth, encryption, limits, tls
@@ -66,6 +68,7 @@ def create_server(settings: Settings, reuse_port: bool = False) -> tuple[grpc.Se
     names = [service.full_name for service in services]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    DatabaseWatch(health_servicer, names).start()
 
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -81,9 +84,27 @@ def serve(settings: Settings) -> None:
     tracing.configure()  # Before the pool's first connection, so that its SQL is traced.
     db.connect(db.database_url(settings), settings)
     db.prepare_schema(settings)
+    _serve(settings)
+
+
+@contextlib.contextmanager
+def _embedded_kept_alive(settings: Settings) -> Iterator[None]:
+    """Restart the embedded PostgreSQL whenever it dies, while this block runs."""
+    keeper = EmbeddedKeeper(settings.data_dir) if settings.embedded else None
+    if keeper:
+        keeper.start()
+    try:
+        yield
+    finally:
+        if keeper:
+            keeper.stop()  # Before exit, when pgserver stops the embedded server for good.
+
+
+def _serve(settings: Settings) -> None:
     database = "embedded" if settings.embedded else "external"
     if settings.workers <= 1:
-        _serve_process(settings, lambda port: log.info("serving on %s:%d (%s database)", _host(settings), port, database))
+        with _embedded_kept_alive(settings):
+            _serve_process(settings, lambda port: log.info("serving on %s:%d (%s database)", _host(settings), port, database))
         return
     models.database.close_all()  # Workers must not share the parent's connections.
     exporter = metrics.serve_workers(settings.metrics_listen)  # Before the fork: workers write, this serves.
@@ -94,7 +115,8 @@ def serve(settings: Settings) -> None:
         shared = dataclasses.replace(settings, listen=f"{host}:{port}")
         children = workers.start(settings.workers, lambda ready: _serve_process(shared, lambda _: ready(), True))
         log.info("serving on %s:%d (%s database, %d workers)", host, port, database, settings.workers)
-        _wait_for_stop_signal()
+        with _embedded_kept_alive(settings):  # Started after the fork: no thread crosses it.
+            _wait_for_stop_signal()
         log.info("stopping %d workers", settings.workers)
         workers.stop(children, settings.grace_seconds)
     if exporter:

@@ -23,7 +23,7 @@ from google.protobuf import message_factory
 from grpc_status import rpc_status
 
 from models import database
-from server import logs, methods, metrics, tracing
+from server import calls, logs, methods, metrics, tracing
 from server.errors import InvalidArgument, to_rpc_status
 from server.pagination import PageTokens
 from server.resources import RESOURCES, Resource
@@ -75,8 +75,7 @@ def _unary(method: MethodDescriptor, behavior: Behavior) -> grpc.RpcMethodHandle
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidArgument(f"the request is not a valid {request.name} message")
-            with database.connection_context():
-                return behavior(request)
+            return calls.run(behavior, request, context)
         except Exception as error:
             status = to_rpc_status(error)
             code = _CODES[status.code]
