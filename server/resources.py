@@ -7,6 +7,10 @@ fields are required, filterable and orderable) is derived from the model:
     Resource(models.Dataset, pb.Dataset, children={"versions": "DatasetVersion"})
 
 Adding a resource means a message, a model and one line here.
+
+Domain rules (``rules``: lifecycles in ``server.lifecycle``, the traffic invariant in
+``server.deployments``) and RPCs beyond the standard ones (``custom_methods``: vector
+search, cancelling, deploying, rolling back) are declared here too.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pgvector.peewee import VectorField
 from playhouse.postgres_ext import BinaryJSONField
 
 import models
+from server import deployments, lifecycle, search
 from server.convert import MessageCodec, proto_name, snake_case
 from server.encryption import EncryptsSecrets
 from server.principal import StampsCreator
@@ -214,13 +219,18 @@ RESOURCES: dict[str, Resource] = {
     resource.name: resource
     for resource in (
         Resource(
-            models.Workflow, pb.Workflow, child_relations=("datasets", "models", "experiments")
+            models.Workflow,
+            pb.Workflow,
+            child_relations=("datasets", "models", "experiments"),
+            rules=(lifecycle.DeletesReleaseVersions(),),
+            custom_methods={"SearchWorkflows": search.search},
         ),
         Resource(
             models.Dataset,
             pb.Dataset,
             children={"versions": "DatasetVersion"},
             child_relations=("versions", "training_jobs"),
+            custom_methods={"SearchDatasets": search.search},
         ),
         Resource(models.DatasetVersion, pb.DatasetVersion, numbered_by="dataset"),
         Resource(
@@ -228,27 +238,61 @@ RESOURCES: dict[str, Resource] = {
             pb.Model,
             children={"versions": "ModelVersion"},
             child_relations=("versions", "endpoints"),
+            rules=(lifecycle.DeletesReleaseVersions(),),
+            custom_methods={"SearchModels": search.search},
         ),
         Resource(
             models.ModelVersion,
             pb.ModelVersion,
             numbered_by="model",
             child_relations=("deployments",),
+            rules=(lifecycle.DeployedIsKeptByTheService(),),
         ),
         Resource(models.Experiment, pb.Experiment, child_relations=("training_jobs",)),
-        Resource(models.TrainingJob, pb.TrainingJob),
+        Resource(
+            models.TrainingJob,
+            pb.TrainingJob,
+            rules=(lifecycle.TRAINING_JOB,),
+            custom_methods={"CancelTrainingJob": lifecycle.cancel_training_job},
+        ),
         Resource(
             models.Endpoint,
             pb.Endpoint,
             children={"deployments": "Deployment"},
             child_relations=("deployments",),
+            rules=(lifecycle.DeletesReleaseVersions(),),
+            custom_methods={
+                "DeployModelVersion": deployments.deploy_model_version,
+                "UndeployModelVersion": deployments.undeploy_model_version,
+            },
         ),
-        Resource(models.Deployment, pb.Deployment),
-        Resource(models.Prediction, pb.Prediction),
-        Resource(models.PatternRecognitionJob, pb.PatternRecognitionJob),
         Resource(
-            models.CloudRunService, pb.CloudRunService, child_relations=("deployments",)
+            models.Deployment,
+            pb.Deployment,
+            rules=(
+                lifecycle.DEPLOYMENT,
+                deployments.KeepsTrafficWithin100(),
+                lifecycle.DeploymentsMarkTheirVersion(),
+            ),
         ),
-        Resource(models.ServiceDeployment, pb.ServiceDeployment),
+        Resource(
+            models.Prediction,
+            pb.Prediction,
+            rules=(lifecycle.PREDICTION,),
+            custom_methods={"SearchPredictions": search.search},
+        ),
+        Resource(
+            models.PatternRecognitionJob,
+            pb.PatternRecognitionJob,
+            rules=(lifecycle.PATTERN_RECOGNITION_JOB,),
+            custom_methods={"SearchPatternRecognitionJobs": search.search},
+        ),
+        Resource(
+            models.CloudRunService,
+            pb.CloudRunService,
+            child_relations=("deployments",),
+            custom_methods={"RollbackCloudRunService": deployments.rollback_cloud_run_service},
+        ),
+        Resource(models.ServiceDeployment, pb.ServiceDeployment, rules=(lifecycle.SERVICE_DEPLOYMENT,)),
     )
 }
