@@ -1,0 +1,93 @@
+"""Helpers shared by the suites of the domain rules: lifecycles, deployments, lineage, search.
+
+    job = api.create("TrainingJob", status=enum("TrainingJob", "RUNNING"))
+    moved = update(api, "TrainingJob", job.id, status=enum("TrainingJob", "SUCCEEDED"))
+    error = refused(lambda: update(api, "TrainingJob", job.id, status=...), grpc.StatusCode.FAILED_PRECONDITION)
+"""
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from conftest import message
+from server.convert import enum_prefix
+from server.resources import RESOURCES
+
+
+def enum(resource: str, short: str, field: str = "status") -> int:
+    """The number of ``short`` (``"RUNNING"``) in the enum of ``resource.field``."""
+    descriptor = RESOURCES[resource].message.DESCRIPTOR.fields_by_name[field].enum_type
+    return descriptor.values_by_name[enum_prefix(descriptor) + short].number
+
+
+def short(resource: str, number: int, field: str = "status") -> str:
+    descriptor = RESOURCES[resource].message.DESCRIPTOR.fields_by_name[field].enum_type
+    return descriptor.values_by_number[number].name[len(enum_prefix(descriptor)) :]
+
+
+def update(api: Any, resource: str, resource_id: str, **fields: Any) -> Message:
+    """Update<R> of exactly ``fields`` (the mask names them)."""
+    spec = RESOURCES[resource]
+    return api.call(
+        resource,
+        f"Update{resource}",
+        **{spec.singular: message(resource, id=resource_id, **fields)},
+        update_mask=field_mask_pb2.FieldMask(paths=list(fields)),
+    )
+
+
+def get(api: Any, resource: str, resource_id: str) -> Message:
+    return api.call(resource, f"Get{resource}", id=resource_id)
+
+
+def refused(call: Callable[[], Any], code: grpc.StatusCode) -> grpc.RpcError:
+    """The error ``call`` fails with, which must have ``code`` and a google.rpc.Status."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    error = info.value
+    assert error.code() == code, (error.code(), error.details())
+    assert rpc_status.from_call(error) is not None
+    return error
+
+
+def detail(error: grpc.RpcError, kind: type[Message]) -> Message | None:
+    for packed in rpc_status.from_call(error).details:
+        if packed.Is(kind.DESCRIPTOR):
+            found = kind()
+            packed.Unpack(found)
+            return found
+    return None
+
+
+def assert_illegal_move(error: grpc.RpcError, before: str, after: str) -> None:
+    """FAILED_PRECONDITION naming both states, with its reason and the transition as details."""
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, (error.code(), error.details())
+    assert f"from {before} to {after}" in error.details(), error.details()
+    info = detail(error, error_details_pb2.ErrorInfo)
+    assert info is not None and info.reason == "ILLEGAL_STATE_TRANSITION"
+    failure = detail(error, error_details_pb2.PreconditionFailure)
+    assert failure is not None and failure.violations[0].description == f"{before} -> {after}"
+
+
+def assert_invalid(error: grpc.RpcError, field: str) -> None:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+    bad = detail(error, error_details_pb2.BadRequest)
+    assert bad is not None and field in [v.field for v in bad.field_violations], error.details()
+
+
+def moment(message_field: Any) -> datetime.datetime:
+    return message_field.ToDatetime(tzinfo=datetime.timezone.utc)
+
+
+def recent(message_field: Any, seconds: float = 60) -> bool:
+    """A timestamp set by the service during this test."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now - datetime.timedelta(seconds=seconds) <= moment(message_field) <= now
