@@ -20,6 +20,7 @@ import hashlib
 import uuid
 from typing import Any
 
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from peewee import fn
 from uuid6 import uuid7
@@ -127,8 +128,6 @@ def _message(resource: str, row: Any) -> Message:
 
 def _update(resource: str, message: Message, paths: list[str]) -> Message:
     """The generic Update<R> of ``message``'s ``paths``, rules included."""
-    from google.protobuf import descriptor_pool, message_factory
-
     from server import methods
     from server.resources import RESOURCES
 

@@ -133,7 +133,7 @@ def _request_fields(request: Any) -> tuple[str, uuid.UUID, tuple[str, ...], int]
 
 def get_lineage(request: Any) -> Message:
     resource_type, start, directions, max_depth = _request_fields(request)
-    with database.atomic():  # One snapshot for the walk and the reads after it.
+    with database.atomic():
         start_model = RESOURCES[resource_type].model
         if not start_model.select().where(start_model.id == start).exists():
             raise NotFound(resource_type, str(start))
@@ -150,6 +150,9 @@ def get_lineage(request: Any) -> Message:
                 edges.add((from_id, node_id, relation) if direction == DOWN else (node_id, from_id, relation))
 
         rows = _read(depths)
+        # A row deleted between the walk and the read (each statement sees its own snapshot)
+        # is left out, with its edges.
+        depths = {key: depth for key, depth in depths.items() if key in rows}
         context: dict[tuple[str, uuid.UUID], int] = {}
         for (node_type, node_id), depth in depths.items():
             if node_type in CONTEXT:
@@ -173,6 +176,8 @@ def get_lineage(request: Any) -> Message:
             resource_type=node_type, id=str(node_id), name=_name(data), depth=depth, context=is_context
         )
         getattr(node, spec.singular).CopyFrom(to_message(spec, data))
+    present = {node_id for _, node_id in rows}
+    edges = {edge for edge in edges if edge[0] in present and edge[1] in present}
     for source_id, target_id, relation in sorted(edges, key=lambda e: (str(e[0]), str(e[1]), e[2])):
         response.edges.add(source_id=str(source_id), target_id=str(target_id), relation=relation)
     return response
