@@ -56,28 +56,28 @@ def at(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+def prediction_values(row: dict[str, Any], endpoint_id: str = "", model_version_id: str = "") -> dict[str, Any]:
+    """A prediction for ``Prediction.insert_many``: its created_at as given (the API sets it to
+    now), its parents from the row or else the ones given."""
+    return {
+        "id": uuid.uuid4(),
+        "endpoint": uuid.UUID(str(row.get("endpoint_id") or endpoint_id)),
+        "model_version": uuid.UUID(str(row.get("model_version_id") or model_version_id)),
+        "input": {},
+        "latency": row.get("latency", 0),
+        "confidence": row.get("confidence"),
+        "status": row.get("status", "COMPLETED"),
+        "created_by": row.get("created_by"),
+        "completed_at": row.get("completed_at"),
+        "created_at": row["created_at"],
+        "updated_at": row["created_at"],
+    }
+
+
 def insert_predictions(endpoint_id: str, model_version_id: str, rows: Iterable[dict[str, Any]]) -> list[uuid.UUID]:
-    """Insert predictions directly, with the created_at each row gives (the API sets it to now)."""
-    ids = []
-    with models.database.connection_context(), models.database.atomic():
-        batch = []
-        for row in rows:
-            ids.append(uuid.uuid4())
-            batch.append(
-                {
-                    "id": ids[-1],
-                    "endpoint": uuid.UUID(str(row.get("endpoint_id", endpoint_id))),
-                    "model_version": uuid.UUID(str(row.get("model_version_id", model_version_id))),
-                    "input": {},
-                    "latency": row.get("latency", 0),
-                    "confidence": row.get("confidence"),
-                    "status": row.get("status", "COMPLETED"),
-                    "created_by": row.get("created_by"),
-                    "completed_at": row.get("completed_at"),
-                    "created_at": row["created_at"],
-                    "updated_at": row["created_at"],
-                }
-            )
-        if batch:
+    """Insert predictions directly, in one transaction; returns their ids."""
+    batch = [prediction_values(row, endpoint_id, model_version_id) for row in rows]
+    if batch:
+        with models.database.connection_context(), models.database.atomic():
             models.Prediction.insert_many(batch).execute()
-    return ids
+    return [values["id"] for values in batch]

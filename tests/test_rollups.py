@@ -27,7 +27,7 @@ from conftest import message
 from server import stats
 from server.database import MIGRATIONS_DIR
 from server.resources import RESOURCES
-from stats_support import UTC, aggregation, bucket, groups, insert_predictions
+from stats_support import UTC, aggregation, bucket, groups, insert_predictions, prediction_values
 from versatil.ml.v1 import common_pb2
 
 PREDICTION = RESOURCES["Prediction"]
@@ -79,13 +79,6 @@ def random_row(rng: random.Random, world: dict[str, Any]) -> dict[str, Any]:
         "status": rng.choice(STATUSES),
         "created_at": START + datetime.timedelta(seconds=rng.randint(0, 6 * 3600)),
     }
-
-
-def columns(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``random_row`` as the values of a Peewee insert."""
-    values = {k: v for k, v in row.items() if k not in ("endpoint_id", "model_version_id")}
-    return {**values, "id": uuid.uuid4(), "input": {}, "endpoint": row["endpoint_id"],
-            "model_version": row["model_version_id"]}
 
 
 def scoped(world: dict[str, Any], extra: str = "") -> str:
@@ -189,7 +182,7 @@ def write_randomly(api: Any, world: dict[str, Any], rng: random.Random) -> None:
             elif action == "sql_delete":
                 P.delete().where(mine & (P.latency == rng.randint(0, 50))).execute()
             else:
-                P.insert_many([columns(random_row(rng, world)) for _ in range(rng.randint(1, 30))]).execute()
+                P.insert_many([prediction_values(random_row(rng, world)) for _ in range(rng.randint(1, 30))]).execute()
 
 
 def test_rollup_stays_exact_through_random_writes(api, world):
@@ -250,7 +243,7 @@ def test_rollup_is_exact_inside_the_writing_transaction(world, database_url):
         assert stats.rollup_source(plan) is not None
         before = stats.respond(plan, stats.stats_query(plan).tuples())
         with models.database.atomic() as transaction:
-            models.Prediction.insert_many([columns(row) for row in rows]).execute()
+            models.Prediction.insert_many([prediction_values(row) for row in rows]).execute()
             inside = stats.respond(plan, stats.stats_query(plan).tuples())
             raw = stats.respond(plan, stats.stats_query(plan, use_rollup=False).tuples())
             assert groups(inside) == groups(raw) and sum(g.values["count"].number_value for g in inside.groups) == 20
