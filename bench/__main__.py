@@ -247,6 +247,51 @@ class Bench:
         self.add("Daily stats, one endpoint, 90 days", service, raw, 20.0,
                  "same numbers as raw" if same else "NUMBERS DIFFER FROM RAW")
 
+    def vector_search(self, count: int, queries: int = 100) -> None:
+        """Recall@10 of filtered HNSW search against exact search, over clustered embeddings."""
+        from versatil.ml.v1 import prediction_service_pb2, search_pb2
+
+        endpoint = self.data["endpoints"][2]
+        started = time.perf_counter()
+        # Realistic structure: 200 topics, each embedding a topic centre plus noise, normalized
+        # (uniform noise has no meaningful nearest neighbours).
+        self.sql("CREATE TEMP TABLE centres AS SELECT c, (SELECT array_agg(random() - 0.5) FROM "
+                 "generate_series(1, 384) WHERE c > 0) AS v FROM generate_series(1, 200) AS c")
+        self.sql(
+            """
+            INSERT INTO predictions (id, endpoint_id, model_version_id, input, latency, status, embedding)
+            SELECT gen_random_uuid(), %s, %s, '{}', 0, 'COMPLETED',
+                   l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.25) FROM unnest(v) AS x)::vector)
+              FROM generate_series(1, %s) AS g JOIN centres ON c = 1 + g %% 200
+            """, (endpoint, self.data["version"], count))
+        self.sql("ANALYZE predictions")
+        print(f"built {count:,} embeddings and their indexes in {time.perf_counter() - started:.1f}s",
+              file=sys.stderr)
+        probes = [row[0] for row in self.sql(
+            "SELECT l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.25) FROM unnest(v) AS x)::vector)::text "
+            "FROM centres ORDER BY random() LIMIT %s", (queries,))]
+        text = f'endpoint_id = "{endpoint}"'
+        exact_sql = ("SELECT id FROM predictions WHERE endpoint_id = %s AND embedding IS NOT NULL "
+                     "ORDER BY embedding <=> %s::vector LIMIT 10")
+        found, expected = [], []
+        requests = [prediction_service_pb2.SearchPredictionsRequest(
+            embedding=[float(x) for x in probe.strip("[]").split(",")], top_k=10, filter=text,
+            metric=search_pb2.DISTANCE_METRIC_COSINE, read_mask={"paths": ["id"]}) for probe in probes]
+        for probe, request in zip(probes, requests):
+            found.append({r.prediction.id for r in self.predictions.SearchPredictions(request).results})
+            self.sql("BEGIN")
+            self.sql("SET LOCAL enable_indexscan = off")
+            expected.append({str(row[0]) for row in self.sql(exact_sql, (endpoint, probe))})
+            self.sql("COMMIT")
+        recall = sum(len(f & e) for f, e in zip(found, expected)) / sum(len(e) for e in expected)
+        cycle = iter(range(10**9))
+        service = measure(lambda: self.predictions.SearchPredictions(requests[next(cycle) % queries]),
+                          max(50, self.repeat // 5), warmup=5)
+        raw = measure(lambda: self.sql(exact_sql, (endpoint, probes[next(cycle) % queries])),
+                      max(50, self.repeat // 5), warmup=5)
+        self.add(f"Vector search top-10, {count:,} x 384", service, combined(self.empty, raw), None,
+                 f"recall@10 {recall:.3f} (goal >= 0.95), p50 {service.p50_ms:.1f} ms (goal <= 10)")
+
     def concurrent(self, seconds: float) -> None:
         endpoint = self.data["endpoints"][1]
         (ids,) = zip(*self.sql("SELECT id::text FROM predictions WHERE endpoint_id = %s LIMIT 200", (endpoint,)))
@@ -313,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1000, help="timed calls per single-row operation")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the concurrent mix")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--vectors", type=int, default=100_000, help="embeddings searched (0: skip)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="versatil-bench-") as data_dir:
@@ -325,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
             bench = Bench(url, service, data, args.repeat)
             for step in (bench.get_by_id, bench.lists, bench.creates, bench.stats):
                 step()
+            if args.vectors:
+                bench.vector_search(args.vectors)
             bench.concurrent(args.seconds)
         finally:
             service.stop()

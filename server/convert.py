@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from peewee import BigIntegerField, DoubleField, Field, ForeignKeyField, IntegerField, TextField, UUIDField
@@ -131,9 +131,27 @@ def _read_struct(message: Message, name: str, descriptor: FieldDescriptor) -> An
     if not message.HasField(name):
         return UNSET
     try:
-        return json_format.MessageToDict(getattr(message, name))
-    except ValueError:  # NaN and infinities have no JSON form.
+        return {key: _python_value(value) for key, value in getattr(message, name).fields.items()}
+    except ValueError:
         raise InvalidArgument(f"{name} holds a number JSON cannot represent (NaN or infinity)", name) from None
+
+
+def _python_value(value: struct_pb2.Value) -> Any:
+    """A ``google.protobuf.Value`` as plain Python: json_format.MessageToDict, without its generality."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {key: _python_value(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_python_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise ValueError("not a JSON number")
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
 
 
 def _write_vector(message: Message, name: str, value: Any) -> None:

@@ -15,6 +15,9 @@ import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import psycopg2
 
 from grpc_health.v1 import health, health_pb2
 
@@ -50,26 +53,36 @@ class _Poller:
         raise NotImplementedError
 
 
-def database_answers() -> bool:
-    try:
-        with database.connection_context():
-            database.execute_sql("SELECT 1")
-        return True
-    except Exception:
-        database.close_idle()  # The pool's other connections are as dead as this one.
-        return False
-
-
 class DatabaseWatch(_Poller):
-    """Sets every service NOT_SERVING while the database does not answer, SERVING when it does."""
+    """Sets every service NOT_SERVING while the database does not answer, SERVING when it does.
+
+    It asks on a connection of its own: a pool busy with calls is no sign of a dead database.
+    """
 
     def __init__(self, servicer: health.HealthServicer, names: Iterable[str], interval: float = 1.0) -> None:
         super().__init__(interval)
         self.servicer, self.names = servicer, ["", *names]
         self.serving = True
+        self._connection: Any = None
+
+    def database_answers(self) -> bool:
+        try:
+            if self._connection is None or self._connection.closed:
+                self._connection = psycopg2.connect(
+                    dbname=database.database, connect_timeout=5, **database.connect_params
+                )
+                self._connection.autocommit = True
+            with self._connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return True
+        except psycopg2.Error:
+            if self._connection is not None:
+                self._connection.close()
+            database.close_idle()  # The pool's idle connections are as dead as this one was.
+            return False
 
     def poll(self) -> None:
-        serving = database_answers()
+        serving = self.database_answers()
         if serving != self.serving:
             log.warning("database %s", "answers again" if serving else "does not answer")
             for name in self.names:
