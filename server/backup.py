@@ -9,7 +9,9 @@ custom format (``pg_dump -Fc``: compressed, restorable selectively with
 ``pg_restore``), written by default into ``VERSATIL_BACKUP_DIR`` under a UTC
 timestamp. A restore replaces every object the dump holds (``--clean
 --if-exists``) in one transaction, so a restore that fails changes nothing; stop
-the server first, or it may wait on the restore's locks meanwhile.
+the server first, or it may wait on the restore's locks meanwhile. Roles are
+not in a dump: on a new cluster, ``make migrate`` first creates those the
+dump's grants and policies name.
 
 The client programs are those the embedded PostgreSQL 18 ships, which can dump
 any server from 9.2 on; a different pair can be named with ``VERSATIL_PG_BIN``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +57,14 @@ def restore(url: str, path: Path) -> None:
     """Replace the database at ``url`` with the contents of the dump ``path``, all or nothing."""
     if not path.is_file():
         raise FileNotFoundError(f"no such backup: {path}")
-    _run("pg_restore", "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-         f"--dbname={url}", str(path))
+    try:
+        _run("pg_restore", "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
+             f"--dbname={url}", str(path))
+    except BackupFailed as error:
+        if re.search(r'role ".*" does not exist', str(error)):
+            raise BackupFailed(f"{error}\nThe dump grants to the service's cluster-wide roles: "
+                               "run `make migrate` on this database first, which creates them.") from None
+        raise
 
 
 def _run(program: str, *args: str) -> None:

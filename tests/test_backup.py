@@ -1,9 +1,12 @@
 """Backups: a dump taken, the data changed, the dump restored: every table is as it was, row for row."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
+from server import database as db
 from server.resources import RESOURCES
 from tests.conftest import Api, message
 from tests.ops_support import ServerProcess, admin, migrate, run_module, scratch_database
@@ -59,3 +62,29 @@ def test_restoring_a_missing_file_says_so(database_url: str, tmp_path: Path) -> 
     result = run_module("server.backup", {"DATABASE_URL": database_url}, "restore", str(tmp_path / "nope.dump"))
     assert result.returncode == 1
     assert "no such backup" in result.stderr
+
+
+def test_a_dump_restores_into_a_new_cluster_once_migrated(database_url: str, tmp_path: Path) -> None:
+    """Disaster recovery: the dump of one PostgreSQL restored on another, roles made by ``make migrate``."""
+    with scratch_database(database_url) as url:
+        migrate(url)
+        with ServerProcess({"DATABASE_URL": url}) as server, server.channel() as channel:
+            Api(channel).create("Prediction")
+        saved = fingerprint(url)
+        dump = tmp_path / "old.dump"
+        assert run_module("server.backup", {"DATABASE_URL": url}, "dump", str(dump)).returncode == 0
+
+    data_dir = tmp_path / "new"
+    new_url = db.start_embedded(data_dir)  # Kept running by this process between the commands.
+    try:
+        env = {"DATABASE_URL": "", "VERSATIL_DATA_DIR": str(data_dir)}
+        refused = run_module("server.backup", env, "restore", str(dump))  # Its policies name missing roles.
+        assert refused.returncode == 1 and "make migrate" in refused.stderr
+        assert run_module("server.migrate", env, "up").returncode == 0
+        restored = run_module("server.backup", env, "restore", str(dump))
+        assert restored.returncode == 0, restored.stderr
+        assert fingerprint(new_url) == saved
+    finally:
+        pid_file = data_dir / "pg" / "postmaster.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
