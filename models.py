@@ -118,6 +118,22 @@ def embedding() -> VectorField:
 # The distance metrics Search<R>s serves, each with pgvector's operator class; every
 # ``embedding`` column has one HNSW index per metric (see ``index_embeddings``).
 VECTOR_OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}
+# HNSW build parameters. pgvector's default ef_construction (64) builds a graph that finds only
+# about 0.8 of the true 10 nearest on clustered 384-dimension embeddings, whatever ef_search;
+# 200 finds about 0.98 at ef_search 100, for about 1.5 times the build and insert time.
+HNSW_BUILD = {"m": 16, "ef_construction": 200}
+
+
+class HnswIndex(ModelIndex):
+    """An HNSW index with build parameters: ``... USING hnsw (embedding <opclass>) WITH (...)``."""
+
+    def __init__(self, model: type[Model], opclass: str, name: str, parameters: dict[str, int]) -> None:
+        super().__init__(model, (SQL(f"embedding {opclass}"),), name=name, using="hnsw")
+        self.parameters = parameters
+
+    def __sql__(self, ctx: Any) -> Any:
+        super().__sql__(ctx)  # Peewee's Index has no WITH clause; it goes last.
+        return ctx.literal(" WITH (" + ", ".join(f"{k} = {v}" for k, v in self.parameters.items()) + ")")
 
 
 def index_embeddings(*embedded: type[Model]) -> None:
@@ -125,7 +141,7 @@ def index_embeddings(*embedded: type[Model]) -> None:
     for model in embedded:
         for metric, opclass in VECTOR_OPCLASSES.items():
             name = f"{model._meta.table_name}_embedding_{metric}"
-            model.add_index(ModelIndex(model, (SQL(f"embedding {opclass}"),), name=name, using="hnsw"))
+            model.add_index(HnswIndex(model, opclass, name, HNSW_BUILD))
 
 
 def parent(model: type[Model] | str, backref: str, **kwargs: Any) -> ForeignKeyField:

@@ -4,8 +4,9 @@
 distances; pgvector uses an HNSW index only for the operator class it was built
 with, so every ``embedding`` column gets one index per metric. Rows without an
 embedding are not indexed. The DDL is a frozen copy of what ``models.py``
-declares (``index_embeddings``); pgvector's default build parameters (m = 16,
-ef_construction = 64) apply.
+declares (``index_embeddings``), with its build parameters: ef_construction 200
+rather than pgvector's 64, whose graphs find only about 0.8 of the true 10
+nearest neighbours of clustered embeddings.
 
 Building HNSW indexes over tables that already hold many embeddings takes a
 while and holds a lock that blocks writes to the table meanwhile; on a large
@@ -25,7 +26,10 @@ def _indexes():
 
 def up(migrator, db):
     for name, table, opclass in _indexes():
-        db.execute_sql(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING hnsw (embedding {opclass})')
+        db.execute_sql(
+            f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING hnsw (embedding {opclass}) '
+            "WITH (m = 16, ef_construction = 200)"
+        )
 
 
 def down(migrator, db):
