@@ -123,6 +123,8 @@ def _from_database(error: peewee.PeeweeException) -> ServiceError:
     if code == pgcodes.NOT_NULL_VIOLATION:
         column = diagnostics.column_name or ""
         return InvalidArgument(f"{column} is required", column)
+    if code.startswith("54"):  # Program limits: e.g. a value too large for its index.
+        return InvalidArgument(f"a value is too large: {diagnostics.message_primary}")
     if code.startswith("22"):  # Data exceptions: out of range, bad text representation.
         return InvalidArgument(diagnostics.message_primary or "invalid value")
     if code in (pgcodes.SERIALIZATION_FAILURE, pgcodes.DEADLOCK_DETECTED):
