@@ -32,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import models
 from bench.harness import Row, Timing, combined, measure, table, write_results
 from server import database as db
+from server import workers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -292,7 +293,7 @@ class Bench:
         self.add(f"Vector search top-10, {count:,} x 384", service, combined(self.empty, raw), None,
                  f"recall@10 {recall:.3f} (goal >= 0.95), p50 {service.p50_ms:.1f} ms (goal <= 10)")
 
-    def concurrent(self, seconds: float) -> None:
+    def concurrent(self, seconds: float, address: str, workers: int) -> None:
         endpoint = self.data["endpoints"][1]
         (ids,) = zip(*self.sql("SELECT id::text FROM predictions WHERE endpoint_id = %s LIMIT 200", (endpoint,)))
         def run(kind: str, target: str) -> Timing:
@@ -300,9 +301,10 @@ class Bench:
             with ProcessPoolExecutor(CLIENTS) as pool:
                 return _merge(list(pool.map(_mixed_client, work)), seconds)
 
-        service, raw = run("service", self.service.address), run("raw", self.url)
-        self.rows.append(Row.compare(f"{CLIENTS} clients, mixed Get/List/Create", service, raw, None,
-                                     f"{service.ops_per_s:,.0f} vs {raw.ops_per_s:,.0f} ops/s raw"))
+        service, raw = run("service", address), run("raw", self.url)
+        plural = "s" if workers > 1 else ""
+        self.rows.append(Row.compare(f"{CLIENTS} clients, mixed Get/List/Create, {workers} worker{plural}", service,
+                                     raw, None, f"{service.ops_per_s:,.0f} vs {raw.ops_per_s:,.0f} ops/s raw"))
 
 
 def _merge(results: list[list[float]], seconds: float) -> Timing:
@@ -357,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="predictions in the table")
     parser.add_argument("--repeat", type=int, default=1000, help="timed calls per single-row operation")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the concurrent mix")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--workers", type=int, default=workers.default_count(),
+                        help="worker processes of the server the concurrent mix is repeated against")
     parser.add_argument("--vectors", type=int, default=100_000, help="embeddings searched (0: skip)")
     args = parser.parse_args(argv)
 
@@ -366,18 +369,24 @@ def main(argv: list[str] | None = None) -> None:
         db.connect(url)
         db.apply_migrations()
         data = build_data(url, args.size)
-        service = Service(url, args.workers)
+        service = Service(url, 1)
         try:
             bench = Bench(url, service, data, args.repeat)
             for step in (bench.get_by_id, bench.lists, bench.creates, bench.stats):
                 step()
             if args.vectors:
                 bench.vector_search(args.vectors)
-            bench.concurrent(args.seconds)
+            bench.concurrent(args.seconds, service.address, 1)
         finally:
             service.stop()
-            models.database.close_all()
-            db.stop_embedded(Path(data_dir))
+        if args.workers > 1:
+            scaled = Service(url, args.workers)
+            try:
+                bench.concurrent(args.seconds, scaled.address, args.workers)
+            finally:
+                scaled.stop()
+        models.database.close_all()
+        db.stop_embedded(Path(data_dir))
     print(table(bench.rows))
     json_path, chart = write_results(bench.rows, RESULTS)
     print(f"\nwrote {json_path.relative_to(ROOT)}" + (f" and {chart.relative_to(ROOT)}" if chart else ""))
