@@ -254,6 +254,13 @@ class Bench:
 
         endpoint = self.data["endpoints"][2]
         started = time.perf_counter()
+        # Bulk loading: drop the HNSW indexes, load, then build the one this step searches with
+        # (cosine) in one pass, as one would load a production table; inserting 100k rows into
+        # three live HNSW graphs takes far longer than building one.
+        hnsw = self.sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'predictions' "
+                        "AND indexdef LIKE '%%USING hnsw%%'")
+        for name, _ in hnsw:
+            self.sql(f'DROP INDEX "{name}"')
         # Realistic structure: 200 topics, each embedding a topic centre plus noise, normalized
         # (uniform noise has no meaningful nearest neighbours).
         self.sql("CREATE TEMP TABLE centres AS SELECT c, (SELECT array_agg(random() - 0.5) FROM "
@@ -265,8 +272,12 @@ class Bench:
                    l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.25) FROM unnest(v) AS x)::vector)
               FROM generate_series(1, %s) AS g JOIN centres ON c = 1 + g %% 200
             """, (endpoint, self.data["version"], count))
+        self.sql("SET maintenance_work_mem = '1GB'")
+        for _, definition in hnsw:
+            if "vector_cosine_ops" in definition:
+                self.sql(definition)
         self.sql("ANALYZE predictions")
-        print(f"built {count:,} embeddings and their indexes in {time.perf_counter() - started:.1f}s",
+        print(f"built {count:,} embeddings and their cosine HNSW index in {time.perf_counter() - started:.1f}s",
               file=sys.stderr)
         probes = [row[0] for row in self.sql(
             "SELECT l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.25) FROM unnest(v) AS x)::vector)::text "
