@@ -124,7 +124,7 @@ def _chart(rows: list[Row], path: Path) -> Path | None:
         return None
     figure, axes = plt.subplots(figsize=(10, 0.5 * len(compared) + 1.5))
     names = [r.operation for r in compared]
-    colors = ["#3a7d44" if r.verdict != "missed" else "#c0392b" for r in compared]
+    colors = [{"met": "#3a7d44", "missed": "#c0392b"}.get(r.verdict, "#7f8c8d") for r in compared]
     axes.barh(names, [r.ratio for r in compared], color=colors)
     for index, row in enumerate(compared):
         if row.goal is not None:
@@ -132,7 +132,7 @@ def _chart(rows: list[Row], path: Path) -> Path | None:
     axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     axes.invert_yaxis()
     axes.set_xscale("log")
-    axes.set_xlabel("limit time / service time (1.0 = at the limit; black tick = goal)")
+    axes.set_xlabel("limit time / service time (1.0 = at the limit; black tick = goal; grey = no goal)")
     axes.set_title("VERSATIL ML metadata service: make bench")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
