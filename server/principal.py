@@ -83,15 +83,16 @@ def acting_as(caller: Caller) -> Iterator[Caller]:
 class StampsCreator(Rule):
     """``created_by`` is the caller's principal, whatever the request said.
 
-    An admin may still name another principal (imports, or a service recording
-    on behalf of a user); without an authenticated caller (authentication off)
-    the request's value is kept.
+    The stamp is never taken from the request, not even an admin's (issue 6: a
+    client value is ignored on Create), so ``created_by`` always names who really
+    wrote the row. Only without an authenticated caller (authentication off) is
+    the request's value kept.
     """
 
     pure = True  # Reads only the record and the caller.
 
     def on_create(self, record: Record) -> None:
         caller = _caller.get()
-        if caller is None or (caller.admin and record.get("created_by")):
+        if caller is None:
             return
         record["created_by"] = caller.name

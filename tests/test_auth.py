@@ -248,9 +248,14 @@ def test_naming_created_by_in_an_update_mask_is_invalid(server: SecuredServer, r
     assert kept.created_by == created.created_by
 
 
-def test_an_admin_may_record_on_behalf_of_another_principal(server: SecuredServer) -> None:
+def test_an_admin_cannot_record_on_behalf_of_another_principal(server: SecuredServer) -> None:
     admin = server.api("ada")
-    assert admin.create("Prediction", created_by="walt").created_by == "walt"
+    created = admin.create("Prediction", created_by="walt")
+    assert created.created_by == "ada"
+    assert admin.call("Prediction", "GetPrediction", id=created.id).created_by == "ada"
+    batch = admin.call("Prediction", "BatchCreatePredictions", requests=[
+        message("CreatePredictionRequest", prediction=admin.sample("Prediction", created_by="walt"))])
+    assert batch.predictions[0].created_by == "ada"
     assert admin.create("Workflow", created_by="").created_by == "ada"
     assert admin.create("Experiment").created_by == "ada"
 

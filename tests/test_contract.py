@@ -21,6 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conftest import UPDATES, message, unique
+from server.auth import DEV_PRINCIPAL
 from server.resources import RESOURCES
 
 Code = grpc.StatusCode
@@ -262,7 +263,10 @@ def test_create_returns_the_stored_resource(api: Any, svc: Any, resource: str) -
     assert abs((stamp - before).total_seconds()) < 60
     assert created.etag and created.etag != "client-etag"
     for descriptor, value in sent.ListFields():
-        assert getattr(created, descriptor.name) == value, descriptor.name
+        if descriptor.name != "created_by":
+            assert getattr(created, descriptor.name) == value, descriptor.name
+    if "created_by" in RESOURCES[resource].fields:  # The caller's principal, whatever the request said.
+        assert created.created_by == DEV_PRINCIPAL != request.created_by
     assert svc(resource).get(created.id) == created
     assert not svc(resource).exists(client_id)
 
@@ -628,19 +632,19 @@ def test_batch_create_is_all_or_nothing(api: Any, svc: Any, case: str) -> None:
 
 @pytest.mark.parametrize("count", [0, 1001])
 def test_batch_create_size_out_of_range_is_invalid(api: Any, svc: Any, count: int) -> None:
-    creator = unique("batch")
-    items = [api.sample("PatternRecognitionJob", created_by=creator)] * count
+    source = unique("gs://batch/")
+    items = [api.sample("PatternRecognitionJob", source_uri=source)] * count
     assert_invalid(lambda: svc("PatternRecognitionJob").batch_create(items), "requests", str(count))
-    assert svc("PatternRecognitionJob").list(f'created_by = "{creator}"') == []
+    assert svc("PatternRecognitionJob").list(f'source_uri = "{source}"') == []
 
 
 def test_batch_create_of_1000_items_is_accepted(api: Any, svc: Any) -> None:
-    creator = unique("batch")
-    items = [message("PatternRecognitionJob", name=f"job-{i}", pattern_type=1, created_by=creator)
+    source = unique("gs://batch/")
+    items = [message("PatternRecognitionJob", name=f"job-{i}", pattern_type=1, source_uri=source)
              for i in range(1000)]
     created = svc("PatternRecognitionJob").batch_create(items)
     assert [c.name for c in created] == [f"job-{i}" for i in range(1000)]
-    assert len(svc("PatternRecognitionJob").list(f'created_by = "{creator}"')) == 1000
+    assert len(svc("PatternRecognitionJob").list(f'source_uri = "{source}"')) == 1000
 
 
 # --------------------------------------------------------------------------------------------

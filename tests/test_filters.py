@@ -1,14 +1,17 @@
 """The List filter language, first form (AIP-160): ``field = value`` joined by ``AND``.
 
 Each literal is typed by the field it is compared with. Tests scope their
-lists to rows they made themselves (a unique ``created_by`` or a fresh parent
-id), so rows of other tests never match.
+lists to rows they made themselves (a unique value of their own, such as a
+``config.owner`` key, or a fresh parent id), so rows of other tests never match.
+``created_by`` is no such value: the server stamps it with the caller's principal,
+the same for every test of the session.
 """
 from __future__ import annotations
 
 import datetime
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -18,6 +21,7 @@ from grpc_status import rpc_status
 
 import models
 from conftest import unique
+from tests.security_support import SecuredServer, secured_server
 
 # --------------------------------------------------------------------------- helpers
 
@@ -59,9 +63,13 @@ def invalid_filter(api: Any, resource: str, filter_text: str) -> str:
 
 
 def workflows(api: Any, *specs: dict[str, Any]) -> tuple[str, list[Any]]:
-    """Workflows sharing a fresh ``created_by``; returns it and the workflows."""
+    """Workflows sharing a fresh ``config.owner``; returns a filter matching them and the workflows."""
     owner = unique("owner")
-    return owner, [api.create("Workflow", created_by=owner, **spec) for spec in specs]
+    return owner_is(owner), [api.create("Workflow", config={"owner": owner}, **spec) for spec in specs]
+
+
+def owner_is(owner: str) -> str:
+    return f"config.owner = {quote(owner)}"
 
 
 def quote(text: str) -> str:
@@ -96,9 +104,12 @@ def test_enum_by_short_and_prefixed_name(api, resource, field, stored, wanted, l
         parent = "Experiment" if scope_field == "experiment_id" else "Workflow"
         extra[scope_field] = api.create(parent).id
         scope = f'{scope_field} = "{extra[scope_field]}"'
-    else:
-        extra["created_by"] = owner
-        scope = f"created_by = {quote(owner)}"
+    elif resource == "CloudRunService":
+        extra["project_id"] = owner
+        scope = f"project_id = {quote(owner)}"
+    else:  # Workflow, PatternRecognitionJob
+        extra["config"] = {"owner": owner}
+        scope = owner_is(owner)
     made = {number: api.create(resource, **extra, **{field: number}) for number in stored}
 
     for literal in literals:
@@ -108,9 +119,9 @@ def test_enum_by_short_and_prefixed_name(api, resource, field, stored, wanted, l
 
 
 def test_enum_default_value_is_filterable(api):
-    owner, (workflow,) = workflows(api, {})
+    scope, (workflow,) = workflows(api, {})
 
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND status = DRAFT") == [workflow.id]
+    assert listed(api, "Workflow", f"{scope} AND status = DRAFT") == [workflow.id]
 
 
 # --------------------------------------------------------------------------- strings
@@ -132,26 +143,26 @@ def test_enum_default_value_is_filterable(api):
     ],
 )
 def test_string_literal_with_escapes_matches_exactly(api, name, literal):
-    owner, (wanted, _other) = workflows(api, {"name": name + unique("-")}, {"name": unique("decoy")})
+    scope, (wanted, _other) = workflows(api, {"name": name + unique("-")}, {"name": unique("decoy")})
     suffix = wanted.name[len(name):]
     literal = literal[:-1] + suffix + '"'
 
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND name = {literal}") == [wanted.id]
+    assert listed(api, "Workflow", f"{scope} AND name = {literal}") == [wanted.id]
 
 
 def test_percent_and_underscore_are_literal(api):
-    owner, (percent, _plain) = workflows(api, {"name": "a%c_e"}, {"name": "abcde"})
+    scope, (percent, _plain) = workflows(api, {"name": "a%c_e"}, {"name": "abcde"})
 
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "a%c_e"') == [percent.id]
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "a%"') == []
+    assert listed(api, "Workflow", f'{scope} AND name = "a%c_e"') == [percent.id]
+    assert listed(api, "Workflow", f'{scope} AND name = "a%"') == []
 
 
 def test_string_comparison_is_exact_and_case_sensitive(api):
-    owner, (upper, lower) = workflows(api, {"name": "Nightly"}, {"name": "nightly"})
+    scope, (upper, lower) = workflows(api, {"name": "Nightly"}, {"name": "nightly"})
 
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "Nightly"') == [upper.id]
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "nightly"') == [lower.id]
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "Night"') == []
+    assert listed(api, "Workflow", f'{scope} AND name = "Nightly"') == [upper.id]
+    assert listed(api, "Workflow", f'{scope} AND name = "nightly"') == [lower.id]
+    assert listed(api, "Workflow", f'{scope} AND name = "Night"') == []
 
 
 # --------------------------------------------------------------------------- numbers
@@ -208,11 +219,11 @@ def test_bigint_field(api):
 
 
 def test_zero_is_a_value_not_unset(api):
-    owner = unique("owner")
-    zero = api.create("CloudRunService", created_by=owner, min_instances=0, max_instances=0)
-    api.create("CloudRunService", created_by=owner, min_instances=1, max_instances=3)
+    project = unique("project")
+    zero = api.create("CloudRunService", project_id=project, min_instances=0, max_instances=0)
+    api.create("CloudRunService", project_id=project, min_instances=1, max_instances=3)
 
-    assert listed(api, "CloudRunService", f"created_by = {quote(owner)} AND max_instances = 0") == [zero.id]
+    assert listed(api, "CloudRunService", f"project_id = {quote(project)} AND max_instances = 0") == [zero.id]
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -244,11 +255,11 @@ def test_timestamp_rfc3339_with_zone(api, literal):
 
 
 def test_created_at_as_returned_finds_the_row(api):
-    owner, made = workflows(api, {}, {}, {})
+    scope, made = workflows(api, {}, {}, {})
 
     for workflow in made:
         literal = rfc3339(workflow.created_at)
-        assert listed(api, "Workflow", f'created_by = {quote(owner)} AND created_at = "{literal}"') == [workflow.id]
+        assert listed(api, "Workflow", f'{scope} AND created_at = "{literal}"') == [workflow.id]
 
 
 @pytest.mark.parametrize("field", ["start_time", "end_time"])
@@ -264,12 +275,12 @@ def test_timestamp_null(api, field):
 
 
 def test_id_filter(api):
-    owner, (first, second) = workflows(api, {}, {})
+    scope, (first, second) = workflows(api, {}, {})
 
     assert listed(api, "Workflow", f'id = "{first.id}"') == [first.id]
     assert listed(api, "Workflow", f'id = "{second.id.upper()}"') == [second.id]
     assert listed(api, "Workflow", f'id = "{uuid.uuid4()}"') == []
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND id = "{second.id}"') == [second.id]
+    assert listed(api, "Workflow", f'{scope} AND id = "{second.id}"') == [second.id]
 
 
 @pytest.mark.parametrize(
@@ -303,30 +314,42 @@ def test_nullable_foreign_key_null_and_value(api):
 
 @pytest.mark.parametrize("field", ["description", "n8n_workflow_id"])
 def test_string_null(api, field):
-    owner, (unset, _given) = workflows(api, {}, {field: "something"})
+    scope, (unset, _given) = workflows(api, {}, {field: "something"})
 
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND {field} = null") == [unset.id]
+    assert listed(api, "Workflow", f"{scope} AND {field} = null") == [unset.id]
 
 
 def test_null_and_empty_string_differ(api):
-    owner, (unset, empty) = workflows(api, {}, {"description": ""})
+    scope, (unset, empty) = workflows(api, {}, {"description": ""})
 
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND description = null") == [unset.id]
-    assert listed(api, "Workflow", f'created_by = {quote(owner)} AND description = ""') == [empty.id]
+    assert listed(api, "Workflow", f"{scope} AND description = null") == [unset.id]
+    assert listed(api, "Workflow", f'{scope} AND description = ""') == [empty.id]
 
 
 # --------------------------------------------------------------------------- AND and layout
 
 
-def test_and_of_several_comparisons(api):
-    scope, made = _predictions(
-        api,
-        {"latency": 5, "status": 2, "confidence": None, "created_by": "ana"},
-        {"latency": 5, "status": 2, "confidence": 0.5, "created_by": "ana"},
-        {"latency": 5, "status": 3, "confidence": None, "created_by": "ana"},
-        {"latency": 6, "status": 2, "confidence": None, "created_by": "ana"},
-        {"latency": 5, "status": 2, "confidence": None, "created_by": "bob"},
-    )
+@pytest.fixture(scope="module")
+def writers(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[SecuredServer]:
+    """A server on the session database where ana and bob are writers: ``created_by`` is the caller's."""
+    with secured_server(tmp_path_factory.mktemp("filters"), {"ana": "writer", "bob": "writer"}) as running:
+        yield running
+
+
+def test_and_of_several_comparisons(api, writers):
+    endpoint = api.create("Endpoint")
+    model_version = api.create("ModelVersion")
+    parents = {"endpoint_id": endpoint.id, "model_version_id": model_version.id}
+    scope = f'endpoint_id = "{endpoint.id}"'
+    specs = [
+        ("ana", {"latency": 5, "status": 2, "confidence": None}),
+        ("ana", {"latency": 5, "status": 2, "confidence": 0.5}),
+        ("ana", {"latency": 5, "status": 3, "confidence": None}),
+        ("ana", {"latency": 6, "status": 2, "confidence": None}),
+        ("bob", {"latency": 5, "status": 2, "confidence": None}),
+    ]
+    made = [writers.api(principal).create("Prediction", **parents, **spec) for principal, spec in specs]
+    assert [m.created_by for m in made] == [principal for principal, _ in specs]
 
     found = listed(
         api,
@@ -339,8 +362,8 @@ def test_and_of_several_comparisons(api):
 
 @pytest.mark.parametrize("layout", ["{a} AND {b}", "  {a}   AND\n\t{b}  ", "{a}\nAND\n{b}\n"])
 def test_whitespace_is_insignificant(api, layout):
-    owner, (active, _draft) = workflows(api, {"status": 2}, {"status": 1})
-    filter_text = layout.format(a=f"created_by={quote(owner)}", b="status=ACTIVE")
+    scope, (active, _draft) = workflows(api, {"status": 2}, {"status": 1})
+    filter_text = layout.format(a=scope.replace(" ", ""), b="status=ACTIVE")
 
     assert listed(api, "Workflow", filter_text) == [active.id]
 
@@ -454,22 +477,24 @@ def test_syntax_error(api, filter_text):
     ],
 )
 def test_injection_is_a_harmless_literal(api, name):
-    owner, (decoy,) = workflows(api, {"name": unique("decoy")})
+    owner = unique("owner")
+    scope = owner_is(owner)
+    decoy = api.create("Workflow", config={"owner": owner}, name=unique("decoy"))
 
     assert listed(api, "Workflow", f"name = {quote(name)}") == []
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND name = {quote(name)}") == []
+    assert listed(api, "Workflow", f"{scope} AND name = {quote(name)}") == []
 
-    stored = api.create("Workflow", created_by=owner, name=name)
-    assert listed(api, "Workflow", f"created_by = {quote(owner)} AND name = {quote(name)}") == [stored.id]
-    assert sorted(listed(api, "Workflow", f"created_by = {quote(owner)}")) == sorted([decoy.id, stored.id])
+    stored = api.create("Workflow", config={"owner": owner}, name=name)
+    assert listed(api, "Workflow", f"{scope} AND name = {quote(name)}") == [stored.id]
+    assert sorted(listed(api, "Workflow", scope)) == sorted([decoy.id, stored.id])
     with models.database.connection_context():
-        assert models.Workflow.select().where(models.Workflow.created_by == owner).count() == 2
+        assert models.Workflow.select().where(models.Workflow.config["owner"] == owner).count() == 2
 
 
 def test_nul_character_in_a_literal_is_not_an_internal_error(api):
-    owner, _ = workflows(api, {})
+    scope, _ = workflows(api, {})
     try:
-        found = listed(api, "Workflow", f'created_by = {quote(owner)} AND name = "a\x00b"')
+        found = listed(api, "Workflow", f'{scope} AND name = "a\x00b"')
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
     else:

@@ -84,14 +84,14 @@ def small(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
 
 def test_every_limit_is_configurable(small: SecuredServer) -> None:
     api = small.api("ada")
-    owner = unique("lim")
+    source = unique("gs://lim/")
     items = [message("CreatePatternRecognitionJobRequest",
-                     pattern_recognition_job=api.sample("PatternRecognitionJob", created_by=owner)) for _ in range(4)]
+                     pattern_recognition_job=api.sample("PatternRecognitionJob", source_uri=source)) for _ in range(4)]
     batch = lambda n: api.call("PatternRecognitionJob", "BatchCreatePatternRecognitionJobs", requests=items[:n])  # noqa: E731
     assert len(batch(3).pattern_recognition_jobs) == 3
     assert error_of(lambda: batch(4)).code() == Code.INVALID_ARGUMENT
 
-    page = api.call("PatternRecognitionJob", "ListPatternRecognitionJobs", filter=f'created_by = "{owner}"', page_size=50)
+    page = api.call("PatternRecognitionJob", "ListPatternRecognitionJobs", filter=f'source_uri = "{source}"', page_size=50)
     assert len(page.pattern_recognition_jobs) == 2 and page.next_page_token
 
     assert error_of(lambda: api.call("Workflow", "ListWorkflows", filter=f'name = "{"y" * 60}"')).code() == Code.INVALID_ARGUMENT

@@ -1,10 +1,11 @@
 """Query power through the real channel (issue 3): the filter examples of API.md and the issue,
 filter errors, expand, read_mask, skip and total size, upserts, etag checks and batch request ids.
 
-Every test makes its own rows and scopes its lists to them (a fresh parent id or a unique
-``created_by``), so rows of other tests never match. Statement counts and SELECT texts are read
-with a spy on ``models.database.execute_sql``: the server runs in this process (see the
-``channel`` fixture in conftest.py).
+Every test makes its own rows and scopes its lists to them (a fresh parent id or a unique value
+of a field the test sets), so rows of other tests never match. ``created_by`` cannot scope: the
+server stamps it with the caller's principal, the same for every test. Statement counts and
+SELECT texts are read with a spy on ``models.database.execute_sql``: the server runs in this
+process (see the ``channel`` fixture in conftest.py).
 """
 from __future__ import annotations
 
@@ -277,8 +278,8 @@ def _config_framework(api: Any) -> tuple[str, set[str]]:
     owner = unique("owner")
     configs = [{"framework": "pytorch", "gpus": 2}, {"framework": "tensorflow"}, {}, {"framework": "PyTorch"},
                {"framework": 1}, {"framework": None}, {"other": {"framework": "pytorch"}}]
-    made = [create(api, "Workflow", created_by=owner, config=config).id for config in configs]
-    return f'created_by = "{owner}"', {made[0]}
+    made = [create(api, "Workflow", description=owner, config=config).id for config in configs]
+    return f'description = "{owner}"', {made[0]}
 
 
 @filter_example("metrics-accuracy", "ModelVersion", "metrics.accuracy > 0.9")
@@ -791,7 +792,7 @@ def test_total_size_counts_every_matching_row(api: Any, seven: tuple[str, list[s
 def test_update_with_allow_missing_creates_then_updates(api: Any) -> None:
     client_id = str(uuid.uuid4())
     owner = unique("owner")
-    workflow = message("Workflow", id=client_id, name="upserted", created_by=owner, description="first")
+    workflow = message("Workflow", id=client_id, name="upserted", n8n_workflow_id=owner, description="first")
     created = api.call("Workflow", "UpdateWorkflow", workflow=workflow, allow_missing=True)
     assert created.id == client_id and created.description == "first" and created.etag
     assert api.call("Workflow", "GetWorkflow", id=client_id) == created
@@ -800,7 +801,7 @@ def test_update_with_allow_missing_creates_then_updates(api: Any) -> None:
     updated = api.call("Workflow", "UpdateWorkflow", workflow=workflow, allow_missing=True, update_mask=mask("description"))
     assert updated.id == client_id and updated.description == "second" and updated.etag != created.etag
     assert updated.created_at == created.created_at
-    assert ids(list_all(api, "Workflow", f'created_by = "{owner}"')) == [client_id]
+    assert ids(list_all(api, "Workflow", f'n8n_workflow_id = "{owner}"')) == [client_id]
 
 
 def test_update_without_allow_missing_is_not_found(api: Any) -> None:

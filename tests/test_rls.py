@@ -8,6 +8,7 @@ refuses, whatever the SQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,30 +20,44 @@ import models
 from server import database as db
 from server.principal import Caller, Role, acting_as
 from tests.conftest import message
-from tests.security_support import SecuredServer, secured_server
+from tests.security_support import SecuredServer, add_token, secured_server
 from versatil.ml.v1 import common_pb2
 
 Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[SecuredServer]:
+def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rls")
+
+
+@pytest.fixture(scope="module")
+def rita_writes(directory: Path) -> str:
+    """A second token of rita's, a writer's: her predictions are written with it, read with her reader token."""
+    return add_token(directory / "tokens.json", "rita", "writer")
+
+
+@pytest.fixture(scope="module")
+def server(directory: Path, rita_writes: str, database_url: str) -> Iterator[SecuredServer]:
     roles = {"alice": "writer", "bob": "writer", "rita": "reader", "ada": "admin"}
-    with secured_server(tmp_path_factory.mktemp("rls"), roles) as running:
+    with secured_server(directory, roles) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def made(server: SecuredServer) -> dict[str, Any]:
-    """One endpoint and model version; 3 predictions by alice, 2 by bob, 1 by the admin for rita."""
+def made(server: SecuredServer, rita_writes: str) -> dict[str, Any]:
+    """One endpoint and model version; 3 predictions by alice, 2 by bob, 1 by rita and 1 by the admin."""
     admin = server.api("ada")
     endpoint = admin.create("Endpoint")
     version = admin.create("ModelVersion")
     parents = {"endpoint_id": endpoint.id, "model_version_id": version.id}
     alice = [server.api("alice").create("Prediction", **parents, latency=10 * i, created_by="bob") for i in range(3)]
     bob = [server.api("bob").create("Prediction", **parents, latency=7) for _ in range(2)]
-    rita = [admin.create("Prediction", **parents, created_by="rita")]
-    return {"endpoint": endpoint.id, "alice": alice, "bob": bob, "rita": rita,
+    rita = [server.api(token=rita_writes).create("Prediction", **parents)]
+    ada = [admin.create("Prediction", **parents, latency=5, created_by="rita")]
+    assert {p.created_by for p in alice} == {"alice"} and {p.created_by for p in bob} == {"bob"}
+    assert rita[0].created_by == "rita" and ada[0].created_by == "ada"  # Even an admin's created_by is ignored.
+    return {"endpoint": endpoint.id, "alice": alice, "bob": bob, "rita": rita, "ada": ada,
             "filter": f'endpoint_id = "{endpoint.id}"'}
 
 
@@ -60,8 +75,8 @@ def listed(server: SecuredServer, principal: str, made: dict[str, Any]) -> set[s
 def test_each_principal_lists_only_its_own_predictions(server: SecuredServer, made: dict[str, Any]) -> None:
     assert listed(server, "alice", made) == ids(made["alice"])  # Created as alice, whatever it said.
     assert listed(server, "bob", made) == ids(made["bob"])
-    assert listed(server, "rita", made) == ids(made["rita"])  # A reader sees what was recorded for it.
-    assert listed(server, "ada", made) == ids(made["alice"] + made["bob"] + made["rita"])
+    assert listed(server, "rita", made) == ids(made["rita"])  # Hers, not the admin's that named her.
+    assert listed(server, "ada", made) == ids(made["alice"] + made["bob"] + made["rita"] + made["ada"])
 
 
 def test_another_principals_prediction_does_not_exist_for_the_caller(server: SecuredServer, made: dict[str, Any]) -> None:
@@ -93,14 +108,16 @@ def test_stats_count_only_the_callers_predictions(server: SecuredServer, made: d
 
     assert totals("alice") == (3, 30)
     assert totals("bob") == (2, 14)
-    assert totals("ada") == (6, 30 + 14 + 12)
+    assert totals("rita") == (1, 12)
+    assert totals("ada") == (7, 30 + 14 + 12 + 5)
 
 
 def test_a_query_with_no_filter_at_all_still_sees_only_the_callers_rows(database_url: str, made: dict[str, Any]) -> None:
     """What a bug that forgot the principal would run: the database still filters."""
-    everyone = ids(made["alice"] + made["bob"] + made["rita"])
+    everyone = ids(made["alice"] + made["bob"] + made["rita"] + made["ada"])
     for caller, expected in ((Caller("alice", Role.WRITER), ids(made["alice"])),
                              (Caller("bob", Role.READER), ids(made["bob"])),
+                             (Caller("rita", Role.READER), ids(made["rita"])),
                              (Caller("nobody", Role.WRITER), set()),
                              (Caller("ada", Role.ADMIN), everyone)):
         with acting_as(caller), models.database.connection_context():

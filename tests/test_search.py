@@ -78,12 +78,13 @@ def search(api: Any, resource: str, embedding: Any, **fields: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def workflows(api: Any) -> dict[str, Any]:
-    """300 workflows in 6 clusters; every tenth one ACTIVE, the rest DRAFT."""
+    """300 workflows in 6 clusters; every tenth one ACTIVE, the rest DRAFT. Their ``owner``, a
+    value of ``n8n_workflow_id`` no other test uses, scopes the searches to them."""
     clusters = Clusters(seed=5)
     owner = unique("search")
     requests = [
         message("CreateWorkflowRequest", workflow=message(
-            "Workflow", name=f"wf-{i}", created_by=owner, embedding=point,
+            "Workflow", name=f"wf-{i}", n8n_workflow_id=owner, embedding=point,
             status=enum("Workflow", "ACTIVE" if i % 10 == 0 else "DRAFT"), config={"cluster": i % 6},
         ))
         for i, point in enumerate(clusters.points(WORKFLOWS))
@@ -97,29 +98,29 @@ def test_filtered_search_returns_top_k_with_pgvectors_distances(
     api: Any, rows: Any, workflows: dict[str, Any], metric: int
 ) -> None:
     query = workflows["clusters"].near(0)
-    scope = f'created_by = "{workflows["owner"]}" AND status = ACTIVE'  # 30 of the 300 match.
+    scope = f'n8n_workflow_id = "{workflows["owner"]}" AND status = ACTIVE'  # 30 of the 300 match.
     response = search(api, "Workflow", query, top_k=20, metric=metric, filter=scope)
 
     found = [r.workflow for r in response.results]
     assert len(found) == 20
-    assert all(w.created_by == workflows["owner"] and w.status == enum("Workflow", "ACTIVE") for w in found)
+    assert all(w.n8n_workflow_id == workflows["owner"] and w.status == enum("Workflow", "ACTIVE") for w in found)
     sent = list(message("SearchWorkflowsRequest", embedding=query).embedding)  # As float32, like the server.
     exact = pg_distances(rows, "workflows", [w.id for w in found], sent, metric)
     assert [r.distance for r in response.results] == [exact[w.id] for w in found]
     assert [r.distance for r in response.results] == sorted(r.distance for r in response.results)
 
-    nearest = pg_nearest(rows, "workflows", "created_by = %s AND status = 'ACTIVE'", (workflows["owner"],), sent, metric, 20)
+    nearest = pg_nearest(rows, "workflows", "n8n_workflow_id = %s AND status = 'ACTIVE'", (workflows["owner"],), sent, metric, 20)
     assert len(set(nearest) & {w.id for w in found}) >= 18  # Recall of the approximate index.
 
 
 def test_fewer_matches_than_top_k_returns_every_match(api: Any, workflows: dict[str, Any]) -> None:
-    scope = f'created_by = "{workflows["owner"]}" AND status = ACTIVE AND config.cluster = 4'
+    scope = f'n8n_workflow_id = "{workflows["owner"]}" AND status = ACTIVE AND config.cluster = 4'
     response = search(api, "Workflow", workflows["clusters"].near(1), top_k=50, filter=scope)
     assert len(response.results) == 10  # i % 10 == 0 and i % 6 == 4: i = 10, 40, 70, ..., 280.
 
 
 def test_the_nearest_cluster_comes_first(api: Any, workflows: dict[str, Any]) -> None:
-    response = search(api, "Workflow", workflows["clusters"].near(2), top_k=10, filter=f'created_by = "{workflows["owner"]}"')
+    response = search(api, "Workflow", workflows["clusters"].near(2), top_k=10, filter=f'n8n_workflow_id = "{workflows["owner"]}"')
     assert len(response.results) == 10
     assert {int(r.workflow.name.split("-")[1]) % 6 for r in response.results} == {2}
 
@@ -127,7 +128,7 @@ def test_the_nearest_cluster_comes_first(api: Any, workflows: dict[str, Any]) ->
 def test_read_mask_shapes_the_results(api: Any, workflows: dict[str, Any]) -> None:
     response = search(
         api, "Workflow", workflows["clusters"].near(4), top_k=3,
-        filter=f'created_by = "{workflows["owner"]}"', read_mask=field_mask_pb2.FieldMask(paths=["id", "name"]),
+        filter=f'n8n_workflow_id = "{workflows["owner"]}"', read_mask=field_mask_pb2.FieldMask(paths=["id", "name"]),
     )
     for result in response.results:
         assert result.workflow.id and result.workflow.name
@@ -136,7 +137,7 @@ def test_read_mask_shapes_the_results(api: Any, workflows: dict[str, Any]) -> No
 
 
 def test_default_top_k_is_ten(api: Any, workflows: dict[str, Any]) -> None:
-    response = search(api, "Workflow", workflows["clusters"].near(5), filter=f'created_by = "{workflows["owner"]}"')
+    response = search(api, "Workflow", workflows["clusters"].near(5), filter=f'n8n_workflow_id = "{workflows["owner"]}"')
     assert len(response.results) == 10
 
 
@@ -151,7 +152,7 @@ def test_every_embedded_resource_is_searchable(api: Any, rows: Any, resource: st
         parent = {"workflow_id": api.create("Workflow").id}
         scope_key = "workflow_id"
     else:
-        parent, scope_key = {"created_by": unique("prj")}, "created_by"
+        parent, scope_key = {"source_uri": unique("gs://prj/")}, "source_uri"
     made = [api.create(resource, embedding=point, **parent) for point in clusters.points(12)]
     singular = {"PatternRecognitionJob": "pattern_recognition_job"}.get(resource, resource.lower())
     scope = f'{scope_key} = "{parent[scope_key]}"'
@@ -169,9 +170,9 @@ def test_every_embedded_resource_is_searchable(api: Any, rows: Any, resource: st
 
 def test_rows_without_an_embedding_are_never_returned(api: Any) -> None:
     owner = unique("bare")
-    api.create("Workflow", created_by=owner)
-    with_one = api.create("Workflow", created_by=owner, embedding=Clusters(seed=3).near(0))
-    response = search(api, "Workflow", Clusters(seed=4).near(0), top_k=5, filter=f'created_by = "{owner}"')
+    api.create("Workflow", n8n_workflow_id=owner)
+    with_one = api.create("Workflow", n8n_workflow_id=owner, embedding=Clusters(seed=3).near(0))
+    response = search(api, "Workflow", Clusters(seed=4).near(0), top_k=5, filter=f'n8n_workflow_id = "{owner}"')
     assert [r.workflow.id for r in response.results] == [with_one.id]
 
 
@@ -202,7 +203,7 @@ def test_bad_requests_are_invalid_argument(api: Any, case: str) -> None:
 
 
 def test_zeros_are_a_fine_query_for_l2(api: Any, workflows: dict[str, Any]) -> None:
-    response = search(api, "Workflow", [0.0] * 384, top_k=1, metric=L2, filter=f'created_by = "{workflows["owner"]}"')
+    response = search(api, "Workflow", [0.0] * 384, top_k=1, metric=L2, filter=f'n8n_workflow_id = "{workflows["owner"]}"')
     assert len(response.results) == 1 and response.results[0].distance == pytest.approx(1.0, abs=1e-6)
 
 
