@@ -13,13 +13,17 @@ among them.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def default_count() -> int:
@@ -44,8 +48,9 @@ def start(count: int, work: Callable[[Callable[[], None]], None], timeout: float
     """
     context = multiprocessing.get_context("fork")
     started = context.Queue()
+    parent = os.getpid()
     children = [
-        context.Process(target=work, args=(lambda: started.put(os.getpid()),), name=f"worker-{i}")
+        context.Process(target=_orphan_proof, args=(parent, work, lambda: started.put(os.getpid())), name=f"worker-{i}")
         for i in range(count)
     ]
     for child in children:
@@ -53,6 +58,15 @@ def start(count: int, work: Callable[[Callable[[], None]], None], timeout: float
     for _ in children:
         started.get(timeout=timeout)
     return children
+
+
+def _orphan_proof(parent: int, work: Callable[[Callable[[], None]], None], ready: Callable[[], None]) -> None:
+    """Run ``work`` in a worker that gets SIGTERM when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # The parent died before the request took effect.
+        return
+    work(ready)
 
 
 def stop(children: list[BaseProcess], grace_seconds: float) -> None:

@@ -393,7 +393,8 @@ class Strategies:
             if field.name == "page_token" and self.context.resource:
                 issuer = st.just(self.context.resource) | st.sampled_from(list(RESOURCES))  # Or another List's.
                 token = st.builds(Token, issuer, st.none() | st.integers(0, 200), st.none() | st.integers(0, 200))
-                return st.one_of(token, token, st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode()), TEXT)
+                forged = st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode())
+                return st.one_of(token, token, forged, TEXT)
             if field.name == "time_zone":
                 return st.one_of(st.sampled_from(["UTC", "Europe/Paris", "America/St_Johns", "Mars/Base", "UTC+5",
                                                   "+05:00", "EST5EDT", "posix/Europe/Paris", "../../etc/passwd",
@@ -420,7 +421,8 @@ class Strategies:
             if depth <= 0 and not field.message_type.full_name.startswith("google.protobuf."):
                 return None
             if output_only_relation(field, owner):  # Ignored by the server: sent, but kept small.
-                related = st.fixed_dictionaries({}, optional={"id": id_strategy(RESOURCE_MESSAGES[field.message_type.full_name])})
+                target = RESOURCE_MESSAGES[field.message_type.full_name]
+                related = st.fixed_dictionaries({}, optional={"id": id_strategy(target)})
                 return st.lists(related, max_size=2) if field.is_repeated else related
             single = self.message(field.message_type, depth - 1)
             if not field.is_repeated:
@@ -749,7 +751,9 @@ class Family:
             progress = False
             for name in list(pending):
                 spec = RESOURCES[name]
-                keys = {key: resource_of(f.rel_model).name for key, f in spec.fields.items() if isinstance(f, ForeignKeyField)}
+                keys = {
+                    key: resource_of(f.rel_model).name for key, f in spec.fields.items() if isinstance(f, ForeignKeyField)
+                }
                 if all(target in ids for target in keys.values()):
                     ids[name] = self.api.create(name, **{key: ids[target] for key, target in keys.items()}).id
                     pending.remove(name)
@@ -802,6 +806,13 @@ def snapshot_labels() -> list[str]:
     return labels
 
 
+# Values that make the top-level fields of custom RPCs valid (DeployModelVersion, GetLineage).
+VALID_VALUES: dict[str, Any] = {
+    "traffic_split": 100, "machine_type": "n1-standard-2", "min_replicas": 1, "max_replicas": 2,
+    "resource_type": "Dataset",
+}
+
+
 class Fuzz:
     """The session's channel, the family of rows, the database snapshot and what was seen."""
 
@@ -842,24 +853,18 @@ class Fuzz:
         ids = self.family.ids
         request = message_class(rpc.input_type)()
         resource = resource_of_rpc(rpc)
-        fields = rpc.input_type.fields_by_name
-        for field in rpc.input_type.fields:  # Every id field names a row of the family.
-            is_id, target = id_resource(field, rpc.input_type, Context(resource, []))
-            if is_id and field.type == FieldDescriptor.TYPE_STRING:
-                value = ids.get(target or "", ids["Dataset"])
+        for field in rpc.input_type.fields:
+            is_id, named = id_resource(field, rpc.input_type, Context(resource, []))
+            if is_id and field.type == FieldDescriptor.TYPE_STRING:  # A row of the family.
+                value = ids.get(named or "", ids["Dataset"])  # Unknown resource: GetLineage's Dataset.
                 if field.is_repeated:
                     getattr(request, field.name).append(value)
                 else:
                     setattr(request, field.name, value)
-        if "resource_type" in fields:
-            request.resource_type = "Dataset"
-        for field in rpc.input_type.fields:  # Embeddings of the right size (Search<R>s).
-            if field.type == FieldDescriptor.TYPE_FLOAT and field.is_repeated:
-                getattr(request, field.name).extend([0.5, -0.25] * 192)
-        for name, value in {"traffic_split": 100, "machine_type": "n1-standard-2", "min_replicas": 1,
-                            "max_replicas": 2}.items():
-            if name in fields and rpc.name == "DeployModelVersion":
-                setattr(request, name, value)
+            elif field.type == FieldDescriptor.TYPE_FLOAT and field.is_repeated:  # Search<R>s' embedding.
+                getattr(request, field.name).extend([0.5, -0.25] * (models.EMBEDDING_DIMENSIONS // 2))
+            elif field.name in VALID_VALUES:
+                setattr(request, field.name, VALID_VALUES[field.name])
         if resource is None:
             return request
         spec = RESOURCES[resource]
@@ -868,13 +873,13 @@ class Fuzz:
             getattr(request, spec.singular).CopyFrom(self.api.sample(resource, **parents))
         elif rpc.name == f"BatchCreate{resource}s":
             for _ in range(2):
-                request.requests.add().__getattribute__(spec.singular).CopyFrom(self.api.sample(resource, **parents))
+                getattr(request.requests.add(), spec.singular).CopyFrom(self.api.sample(resource, **parents))
         elif rpc.name == f"Update{resource}" and resource in UPDATES:
-            field, value = UPDATES[resource]
-            target = getattr(request, spec.singular)
-            target.id = ids[resource]
-            setattr(target, field, value)
-            request.update_mask.paths.append(field)
+            name, value = UPDATES[resource]
+            changed = getattr(request, spec.singular)
+            changed.id = ids[resource]
+            setattr(changed, name, value)
+            request.update_mask.paths.append(name)
         return request
 
     def call(self, rpc: MethodDescriptor, data: bytes) -> tuple[grpc.StatusCode, str]:
@@ -905,7 +910,10 @@ class Fuzz:
         self.seconds[path_of(rpc)] += time.perf_counter() - started
         self.codes[(kind, family_of(rpc))][code.name] += 1
         self.examples[f"{kind} {path_of(rpc)}"] += 1
-        where = lambda: f"{path_of(rpc)} answered {code.name}: {details[:500]!r}\nrequest ({len(data)} bytes): {shown()}"
+
+        def where() -> str:
+            return f"{path_of(rpc)} answered {code.name}: {details[:500]!r}\nrequest ({len(data)} bytes): {shown()}"
+
         assert code not in NEVER, where()
         if code is grpc.StatusCode.OK and rpc.name.startswith("Delete"):
             self.family.stale = True  # A cascade may have taken the family's rows.
@@ -952,7 +960,8 @@ def fuzz(channel: grpc.Channel, api: Any, database_url: str, request: pytest.Fix
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():
             reporter.write_line("")
-            reporter.write_line(f"fuzz: {sum(fuzz.examples.values())} calls in {report['seconds']} s; codes per RPC family:")
+            calls = sum(fuzz.examples.values())
+            reporter.write_line(f"fuzz: {calls} calls in {report['seconds']} s; codes per RPC family:")
             for name, counts in report["codes"].items():
                 reporter.write_line(f"  {name:40} {sum(counts.values()):5}  {dict(sorted(counts.items()))}")
 

@@ -82,7 +82,11 @@ def served(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], grpc.Ch
             yield process, authorized(channel), log
     finally:
         if process.poll() is None:
-            process.kill()
+            process.send_signal(signal.SIGTERM)  # The graceful path stops the worker processes too.
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         process.wait(timeout=30)
         process.stderr.close()
 
