@@ -19,6 +19,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 import models
 from server import database as db
@@ -82,6 +84,19 @@ def message(type_name: str, /, **fields: Any) -> Message:
     """Any message of the contract by name: ``message("ListDatasetsRequest", page_size=2)``."""
     descriptor = descriptor_pool.Default().FindMessageTypeByName(f"{PACKAGE}.{type_name}")
     return message_factory.GetMessageClass(descriptor)(**fields)
+
+
+def bad_request_fields(error: grpc.RpcError) -> list[str]:
+    """The fields a failed call's google.rpc BadRequest names (its status must be present)."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no google.rpc.Status in the trailers"
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [violation.field for violation in bad.field_violations]
+    return fields
 
 
 def unique(prefix: str = "n") -> str:

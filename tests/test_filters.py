@@ -16,11 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import models
-from conftest import unique
+from conftest import bad_request_fields, unique
 from tests.security_support import SecuredServer, secured_server
 
 # --------------------------------------------------------------------------- helpers
@@ -50,14 +49,7 @@ def invalid_filter(api: Any, resource: str, filter_text: str) -> str:
     """The message of the INVALID_ARGUMENT a bad filter gets; checks its BadRequest."""
     error = rpc_error(api.call, resource, f"List{resource}s", filter=filter_text)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    status = rpc_status.from_call(error)
-    assert status is not None
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
+    fields = bad_request_fields(error)
     assert "filter" in fields, fields
     return error.details()
 

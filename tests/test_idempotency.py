@@ -15,11 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import models
-from conftest import message, unique
+from conftest import bad_request_fields, message, unique
 from server.resources import RESOURCES
 
 THREADS = 8
@@ -36,14 +35,7 @@ def rpc_error(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcEr
 def assert_invalid(error: grpc.RpcError, field: str) -> None:
     """INVALID_ARGUMENT with a BadRequest violation on ``field`` (or a path ending in it)."""
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    status = rpc_status.from_call(error)
-    assert status is not None
-    paths = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            paths += [v.field for v in bad.field_violations]
+    paths = bad_request_fields(error)
     assert any(p == field or p.endswith("." + field) for p in paths), paths
 
 

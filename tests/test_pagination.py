@@ -14,10 +14,9 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from conftest import message
+from conftest import bad_request_fields, message
 
 # --------------------------------------------------------------------------- helpers
 
@@ -31,14 +30,7 @@ def rpc_error(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
 def assert_invalid(error: grpc.RpcError, field: str) -> None:
     """INVALID_ARGUMENT with a BadRequest naming ``field``."""
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    status = rpc_status.from_call(error)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    violations = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations.extend(v.field for v in bad.field_violations)
+    violations = bad_request_fields(error)
     assert field in violations, (violations, error.details())
 
 

@@ -21,11 +21,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import models
-from conftest import message, unique
+from conftest import bad_request_fields, message, unique
 from server.resources import RESOURCES
 
 # =========================================================================== helpers
@@ -95,18 +94,6 @@ def assert_code(call: Callable[[], Any], code: grpc.StatusCode, *contains: str) 
     for text in contains:
         assert text in (error.details() or ""), (text, error.details())
     return error.details() or ""
-
-
-def bad_request_fields(error: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [violation.field for violation in bad.field_violations]
-    return fields
 
 
 def invalid(call: Callable[[], Any], field: str, *contains: str) -> str:

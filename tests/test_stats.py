@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import models
+from conftest import bad_request_fields
 from server import stats as stats_module
 from server.resources import RESOURCES, StatsFields
 from stats_support import aggregation, at, bucket, groups, insert_predictions, stats
@@ -73,14 +73,7 @@ def invalid(api: Any, resource: str, **fields: Any) -> tuple[str, list[str]]:
         stats(api, resource, **fields)
     error = info.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    status = rpc_status.from_call(error)
-    violations = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations += [v.field for v in bad.field_violations]
-    return error.details(), violations
+    return error.details(), bad_request_fields(error)
 
 
 # --------------------------------------------------------------------------- operations
