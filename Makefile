@@ -1,5 +1,8 @@
 # Everything builds from nothing: `make run` and `make test` create the
 # virtualenv, install the pinned requirements and generate the stubs first.
+# The 13 resource `*_service.proto` files are themselves generated, from
+# protos/templates/ and models.py: edit those, then `make service-protos`
+# (tests/test_protos.py fails when a checked-in one is stale).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/versatil/ml/v1/*.proto)
 GENERATED := versatil/ml/v1/.generated
 
-.PHONY: run test lint proto migrate migrate-status migrate-down migration seed reset backup restore clean bench
+.PHONY: run test lint proto service-protos migrate migrate-status migrate-down migration seed reset backup restore clean bench
 
 run: $(GENERATED)
 	$(PY) -m server
@@ -15,10 +18,16 @@ run: $(GENERATED)
 test: $(GENERATED) lint
 	$(PY) -m pytest -q
 
+# Proto style (buf), and the layers of server/: imports only point down (import-linter,
+# the contract in pyproject.toml).
 lint: $(INSTALLED)
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/lint-imports
 
 proto: $(GENERATED)
+
+service-protos: $(INSTALLED)
+	$(PY) protos/generate.py
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 from peewee import (
@@ -53,14 +54,29 @@ class ServiceDatabase(PooledPostgresqlExtDatabase):
     Peewee pings a pooled connection with ``SELECT 1`` each time it hands it
     out, which costs as much as a primary-key read. Here a connection is
     discarded once psycopg2 marks it broken, and the service drops the idle
-    ones when the database goes away (``server.routing``).
+    ones when the database goes away (``server.rpc.dispatch``).
     """
+
+    # Called right after a connection is handed out (outside the pool's lock); the service
+    # sets it to make the connection run as the caller of the RPC (``server.ops.database``).
+    # A connection it fails on is closed, never used half set up.
+    on_checkout: Callable[[], None] | None = None
 
     def _is_closed(self, conn: Any) -> bool:
         return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
 
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        opened = super().connect(reuse_if_open)
+        if opened and self.on_checkout is not None:
+            try:
+                self.on_checkout()
+            except BaseException:
+                self.manual_close()  # Out of the pool for good.
+                raise
+        return opened
 
-# Bound at start-up by ``server.database.connect``; ``autoconnect=False`` makes
+
+# Bound at start-up by ``server.ops.database.connect``; ``autoconnect=False`` makes
 # every use of a connection outside ``connection_context()`` an error, so a
 # connection can never leak out of an RPC.
 database = ServiceDatabase(None, autoconnect=False)

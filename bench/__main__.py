@@ -31,8 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import models
 from bench.harness import Row, Timing, combined, measure, table, write_results
-from server import database as db
-from server import workers
+from server.ops import database as db
+from server.config import usable_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="predictions in the table")
     parser.add_argument("--repeat", type=int, default=1000, help="timed calls per single-row operation")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the concurrent mix")
-    parser.add_argument("--workers", type=int, default=workers.default_count(),
+    parser.add_argument("--workers", type=int, default=usable_cores(),
                         help="worker processes of the server the concurrent mix is repeated against")
     parser.add_argument("--vectors", type=int, default=100_000, help="embeddings searched (0: skip)")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Row-level security: a prediction is visible only to the principal that created it, or to an admin.
 
 The service runs each RPC as one of two database roles, neither of them a
-superuser nor allowed to bypass RLS (``server.database``: ``SET ROLE`` when the
+superuser nor allowed to bypass RLS (``server.ops.database``: ``SET ROLE`` when the
 pool hands out a connection, with the caller's principal in the session setting
 ``versatil.principal``):
 

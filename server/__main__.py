@@ -2,12 +2,17 @@
 import sys
 
 from server.app import serve
-from server.config import Settings, configure_logging
-from server.database import SchemaBehind
-from server.tokens import TokensFileError
+from server.config import Settings
+from server.ops import logs
+from server.ops.database import SchemaBehind
+from server.rpc.tokens import TokensFileError
 
-configure_logging()
 try:
-    serve(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)
+except ValueError as error:  # A setting out of its range.
+    sys.exit(f"versatil: {error}")
+try:
+    serve(settings)
 except (SchemaBehind, TokensFileError) as error:
     sys.exit(f"versatil: {error}")

@@ -1,8 +1,13 @@
-"""The gRPC server: resource services, health checking and reflection.
+"""The process: composes the layers from ``Settings`` and serves the contract.
 
-    server, port = create_server(settings)   # database already connected
-    server.start()
+    service = create_server(settings)   # database already connected
+    service.start()
+    ...
+    service.stop(grace=10)
 
+``create_server`` is where every part gets what it needs, once: the limits, the
+authenticator, the encryption keys (through the catalog they seal secrets for),
+the page token signer, gRPC's own options; nothing is read from a module global.
 ``serve`` is the whole process (what ``python -m server`` runs): it starts the
 embedded PostgreSQL when no ``DATABASE_URL`` is set, checks the schema, serves,
 and on SIGTERM or SIGINT stops accepting calls, lets in-flight ones finish
@@ -12,30 +17,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import models
-from server import database as db
-from server import workers
-from server.health import DatabaseWatch, EmbeddedKeeper
-from server import lineage
-from server import metrics, tracing
-from server import auth, encryption, limits, tls
 from server.config import Settings
-from server.pagination import PageTokens
-from server.routing import bind, resource_services
+from server.domain.catalog import build_catalog
+from server.domain.secrets import KeyRing
+from server.methods import idempotency
+from server.ops import database as db
+from server.ops import metrics, tls, tracing, workers
+from server.ops.health import DatabaseWatch, EmbeddedKeeper, Poller
+from server.query.page_tokens import PageTokens
+from server.rpc import auth
+from server.rpc.dispatch import Dispatcher, services
 
 log = logging.getLogger("versatil")
 
 PAGE_TOKEN_SETTING = "page_token_key"
+PURGE_EVERY = datetime.timedelta(hours=1)
 
 
 def page_token_key(settings: Settings) -> bytes:
@@ -46,36 +55,73 @@ def page_token_key(settings: Settings) -> bytes:
         return models.ServiceSetting.get_by_id(PAGE_TOKEN_SETTING).value.encode()
 
 
-def create_server(settings: Settings, reuse_port: bool = False) -> tuple[grpc.Server, int]:
-    """A server with every service registered and bound to ``settings.listen``; not started.
+class RequestIdPurger(Poller):
+    """Forgets request ids older than the retention, checking as often as the retention allows."""
+
+    def __init__(self, retention: datetime.timedelta) -> None:
+        super().__init__(min(PURGE_EVERY, retention).total_seconds())
+        self.retention = retention
+
+    def poll(self) -> None:
+        with models.database.connection_context():
+            purged = idempotency.purge(self.retention)
+        if purged:
+            log.info("forgot %d request id(s) older than %s", purged, self.retention)
+
+
+@dataclass
+class Service:
+    """A gRPC server with every service registered, and the pollers that run beside it."""
+
+    server: grpc.Server
+    port: int
+    pollers: list[Poller] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.server.start()
+        for poller in self.pollers:
+            poller.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds, stop the pollers."""
+        self.server.stop(grace).wait()
+        for poller in self.pollers:
+            poller.stop()
+
+
+def create_server(settings: Settings, reuse_port: bool = False) -> Service:
+    """Every service registered and bound to ``settings.listen``; not started.
 
     ``reuse_port`` lets worker processes share the port; otherwise a port in use is an error
     (grpc would share it silently by default).
     """
-    limits.apply(settings)
-    encryption.configure(settings.encryption_keys)
+    authenticator = auth.authenticator(settings)
+    if authenticator is None:
+        log.warning("authentication is off (VERSATIL_AUTH=off): every caller may do everything")
+    catalog = build_catalog(KeyRing.from_texts(settings.encryption_keys))
+    contract = services(catalog, settings.limits, PageTokens(page_token_key(settings)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.pool_size),
-        interceptors=[*tracing.interceptors(), *auth.interceptors(settings)],
-        options=[("grpc.so_reuseport", int(reuse_port)), *limits.grpc_options(settings)],
+        interceptors=tracing.interceptors(),
+        options=[
+            ("grpc.so_reuseport", int(reuse_port)),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ],
     )
-    services = resource_services(PageTokens(page_token_key(settings)))
-    services[lineage.SERVICE] = lineage.behaviors()  # Services of no single resource.
-    server.add_generic_rpc_handlers([bind(service, behaviors) for service, behaviors in services.items()])
+    dispatcher = Dispatcher(authenticator)
+    server.add_generic_rpc_handlers([dispatcher.bind(service, methods) for service, methods in contract.items()])
 
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [service.full_name for service in services]
+    names = [service.full_name for service in contract]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    DatabaseWatch(health_servicer, names).start()
-
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
     port = tls.bind(server, settings)
-    return server, port
+    return Service(server, port, [DatabaseWatch(health_servicer, names), RequestIdPurger(settings.request_id_retention)])
 
 
 def serve(settings: Settings) -> None:
@@ -139,17 +185,17 @@ def _serve_process(
     settings: Settings, announce: Callable[[int], None] | None = None, reuse_port: bool = False
 ) -> None:
     """One server process: serve until SIGTERM/SIGINT, finish in-flight calls, close the pool."""
-    server, port = create_server(settings, reuse_port)
+    service = create_server(settings, reuse_port)
     # One metrics endpoint per port: with several workers each would need its own.
     exporter = metrics.serve(settings.metrics_listen) if not reuse_port else None
     if exporter:
         log.info("metrics on http://%s/metrics", exporter[1])
-    server.start()
+    service.start()
     if announce:
-        announce(port)
+        announce(service.port)
     _wait_for_stop_signal()
     log.info("stopping: finishing in-flight calls (grace %.0fs)", settings.grace_seconds)
-    server.stop(settings.grace_seconds).wait()
+    service.stop(settings.grace_seconds)
     models.database.close_all()
     tracing.shutdown()
     if exporter:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server import database as db
+from server.ops import database as db
 from server.config import Settings
 
 

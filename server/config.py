@@ -22,17 +22,20 @@
 | ``VERSATIL_MAX_BATCH`` | ``1000`` | items in a BatchCreate or BatchGet |
 | ``VERSATIL_MAX_PAGE_SIZE`` | ``1000`` | larger page sizes are clamped |
 | ``VERSATIL_MAX_FILTER_LENGTH``, ``VERSATIL_MAX_FILTER_DEPTH`` | ``4096``, ``32`` | longer or deeper filters are INVALID_ARGUMENT |
+| ``VERSATIL_REQUEST_ID_RETENTION`` | ``7d`` | how long a request id is remembered (``s``, ``m``, ``h`` or ``d``), then purged |
+
+A ``Settings`` is read once by the entry point and passed down: the limits as
+``settings.limits``, everything else as the values each part needs. Nothing
+here imports the rest of the server but ``server.core``.
 """
 from __future__ import annotations
 
-import logging
+import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.workers import default_count
-
-from server import logs
+from server.core.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9464"
     log_format: str = "auto"
     backup_dir: Path = Path("backups")
-    # Security (``server.auth``, ``server.encryption``, ``server.tls``): see the table above.
+    request_id_retention: datetime.timedelta = datetime.timedelta(days=7)
+    # Security (``server.rpc.auth``, ``server.domain.secrets``, ``server.ops.tls``): see the table above.
     auth: bool = True
     tokens_file: Path | None = None
     dev_token: str | None = None
@@ -56,7 +60,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
-    # Limits (``server.limits``).
+    # Limits (``settings.limits``, and gRPC's own for the message size).
     max_message_bytes: int = 4 * 1024 * 1024
     max_batch: int = 1000
     max_page_size: int = 1000
@@ -66,6 +70,17 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_batch, self.max_page_size, self.max_filter_length, self.max_filter_depth)
+
+    def __post_init__(self) -> None:
+        self.limits  # Refuse limits below 1 when the settings are read, not at the first call.
+        if self.max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
+        if self.request_id_retention <= datetime.timedelta(0):
+            raise ValueError("VERSATIL_REQUEST_ID_RETENTION must be longer than zero")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -78,7 +93,7 @@ class Settings:
             pool_timeout=float(env.get("VERSATIL_POOL_TIMEOUT", cls.pool_timeout)),
             grace_seconds=float(env.get("VERSATIL_GRACE_SECONDS", cls.grace_seconds)),
             page_token_key=env.get("VERSATIL_PAGE_TOKEN_KEY") or None,
-            workers=int(env.get("VERSATIL_WORKERS") or default_count()),
+            workers=int(env.get("VERSATIL_WORKERS") or usable_cores()),
             metrics_listen=env.get("VERSATIL_METRICS_LISTEN", cls.metrics_listen),
             log_format=env.get("VERSATIL_LOG_FORMAT", cls.log_format).lower(),
             backup_dir=Path(env.get("VERSATIL_BACKUP_DIR", str(cls.backup_dir))),
@@ -94,6 +109,7 @@ class Settings:
             max_page_size=int(env.get("VERSATIL_MAX_PAGE_SIZE", cls.max_page_size)),
             max_filter_length=int(env.get("VERSATIL_MAX_FILTER_LENGTH", cls.max_filter_length)),
             max_filter_depth=int(env.get("VERSATIL_MAX_FILTER_DEPTH", cls.max_filter_depth)),
+            request_id_retention=duration(env.get("VERSATIL_REQUEST_ID_RETENTION", "7d"), "VERSATIL_REQUEST_ID_RETENTION"),
         )
 
 
@@ -108,8 +124,17 @@ def _switch(text: str, name: str) -> bool:
     return value in ("on", "true", "1")
 
 
-def configure_logging(settings: Settings | None = None) -> None:
-    """Log lines to stderr as ``VERSATIL_LOG_FORMAT`` says (see ``server.logs``)."""
-    logs.configure((settings or Settings.from_env()).log_format)
-    # pgserver narrates every pg_ctl call at INFO; only its problems matter here.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def duration(text: str, name: str) -> datetime.timedelta:
+    """``90s``, ``30m``, ``12h`` or ``7d``."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        return datetime.timedelta(**{_UNITS[unit]: float(value)})
+    except (KeyError, ValueError):
+        raise ValueError(f"{name} must be a number followed by s, m, h or d (like 7d), not {text!r}") from None
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -23,7 +23,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 import models
-from server import database as db
+from server.ops import database as db
 from server.config import Settings
 
 

@@ -17,11 +17,15 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 import models
-from server import database as db
-from server import methods
-from server.config import Settings, configure_logging
-from server.resources import RESOURCES, PACKAGE
-from server.routing import service_descriptor
+from server.config import Settings
+from server.core.limits import Limits
+from server.core.resource import PACKAGE, Catalog
+from server.domain.catalog import build_catalog
+from server.domain.secrets import KeyRing
+from server.methods import standard
+from server.ops import database as db
+from server.ops import logs
+from server.rpc.dispatch import service_of
 
 SEED_NAMESPACE = uuid.UUID("0b6d8f3e-5d0a-4c1b-9a57-6f1f3f1c2a10")
 PREDICTIONS = 3000
@@ -36,22 +40,22 @@ def _message(type_name: str, /, **fields: Any) -> Message:
     )(**fields)
 
 
-def _create_request(resource: str, key: str, **fields: Any) -> Message:
-    spec = RESOURCES[resource]
+def _create_request(catalog: Catalog, resource: str, key: str, **fields: Any) -> Message:
     return _message(
         f"Create{resource}Request",
         request_id=str(uuid.uuid5(SEED_NAMESPACE, f"{resource}/{key}")),
-        **{spec.singular: _message(resource, **fields)},
+        **{catalog[resource].singular: _message(resource, **fields)},
     )
 
 
-def create(resource: str, key: str, **fields: Any) -> Message:
-    return methods.create(RESOURCES[resource], _create_request(resource, key, **fields))
+def seed(catalog: Catalog, limits: Limits) -> dict[str, int]:
+    """Create the sample through the standard methods; the row count of every resource after."""
+    for resource in catalog.values():
+        service_of(resource)  # Loads the request messages into the pool.
 
+    def create(resource: str, key: str, **fields: Any) -> Message:
+        return standard.create(catalog[resource], _create_request(catalog, resource, key, **fields), limits)
 
-def seed() -> dict[str, int]:
-    for resource in RESOURCES.values():
-        service_descriptor(resource)  # Loads the request messages into the pool.
     workflow = create(
         "Workflow", "workflow", name="Image classification pipeline", created_by="seed",
         status=2, description="End-to-end ML workflow",
@@ -120,6 +124,7 @@ def seed() -> dict[str, int]:
     for start in range(0, PREDICTIONS, BATCH):
         requests = [
             _create_request(
+                catalog,
                 "Prediction", f"prediction-{i}", endpoint_id=endpoint.id, model_version_id=versions[-1].id,
                 input={"image_uri": f"gs://versatil-seed/inputs/{i}.png"},
                 output={"class": rng.choice(["cat", "dog", "ship", "truck"])},
@@ -128,17 +133,18 @@ def seed() -> dict[str, int]:
             )
             for i in range(start, min(start + BATCH, PREDICTIONS))
         ]
-        methods.batch_create(RESOURCES["Prediction"], _message("BatchCreatePredictionsRequest", requests=requests))
-    return {resource.name: resource.model.select().count() for resource in RESOURCES.values()}
+        batch = _message("BatchCreatePredictionsRequest", requests=requests)
+        standard.batch_create(catalog["Prediction"], batch, limits)
+    return {resource.name: resource.model.select().count() for resource in catalog.values()}
 
 
 def main() -> None:
-    configure_logging()
     settings = Settings.from_env()
+    logs.configure(settings.log_format)
     db.connect(db.database_url(settings), settings)
     db.prepare_schema(settings)
     with models.database.connection_context():
-        counts = seed()
+        counts = seed(build_catalog(KeyRing.from_texts(settings.encryption_keys)), settings.limits)
     log.info("seeded; rows now: %s", ", ".join(f"{name} {count}" for name, count in counts.items()))
 
 

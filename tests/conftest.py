@@ -23,10 +23,14 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import models
-from server import database as db
+from server.ops import database as db
 from server.app import create_server
 from server.config import Settings
-from server.resources import RESOURCES, Resource
+from server.core.resource import Resource
+from server.domain.catalog import build_catalog
+from server.domain.secrets import KeyRing
+
+RESOURCES = build_catalog(KeyRing())
 
 PACKAGE = "versatil.ml.v1"
 SERVICE_MODULES = {
@@ -73,11 +77,11 @@ def authorized(channel: grpc.Channel, token: str = ADMIN_TOKEN) -> grpc.Channel:
 
 @pytest.fixture(scope="session")
 def channel(database_url: str) -> Iterator[grpc.Channel]:
-    server, port = create_server(Settings(listen="127.0.0.1:0", pool_size=8, dev_token=ADMIN_TOKEN))
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    service = create_server(Settings(listen="127.0.0.1:0", pool_size=8, dev_token=ADMIN_TOKEN))
+    service.start()
+    with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         yield authorized(channel)
-    server.stop(None)
+    service.stop(None)
 
 
 def message(type_name: str, /, **fields: Any) -> Message:

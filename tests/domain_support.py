@@ -18,8 +18,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conftest import message
-from server.convert import enum_prefix
-from server.resources import RESOURCES
+from server.core.codec import enum_prefix
+from tests.conftest import RESOURCES
 
 
 def enum(resource: str, short: str, field: str = "status") -> int:

@@ -21,7 +21,6 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from server import encryption, limits
 from server.app import create_server
 from server.config import Settings
 from tests.conftest import Api, authorized
@@ -63,18 +62,15 @@ def secured_server(tmp_path: Path, roles: dict[str, str], **settings: Any) -> It
     tokens_file = tmp_path / "tokens.json"
     tokens = {principal: add_token(tokens_file, principal, role) for principal, role in roles.items()}
     config = replace(Settings(listen="127.0.0.1:0", pool_size=4, tokens_file=tokens_file), **settings)
-    server, port = create_server(config)
-    server.start()
-    running = SecuredServer(port, tokens_file, tokens)
+    service = create_server(config)
+    service.start()
+    running = SecuredServer(service.port, tokens_file, tokens)
     try:
         yield running
     finally:
         for channel in running.channels:
             channel.close()
-        server.stop(None)
-        # The limits and keys are the process's: give the session server its own back.
-        limits.apply(Settings())
-        encryption.configure(())
+        service.stop(None)
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:

@@ -6,8 +6,8 @@ import re
 import signal
 from pathlib import Path
 
-from server import database as db
-from server.resources import RESOURCES
+from server.ops import database as db
+from tests.conftest import RESOURCES
 from tests.conftest import Api, message
 from tests.ops_support import ServerProcess, admin, migrate, run_module, scratch_database
 

@@ -21,8 +21,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conftest import UPDATES, message, unique
-from server.auth import DEV_PRINCIPAL
-from server.resources import RESOURCES
+from server.rpc.auth import DEV_PRINCIPAL
+from tests.conftest import RESOURCES
 
 Code = grpc.StatusCode
 ALL = sorted(RESOURCES)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import message
 from domain_support import assert_illegal_move, assert_invalid, enum, get, refused, short, update
-from server.deployments import scale
+from server.domain.deployments import scale
 
 Code = grpc.StatusCode
 

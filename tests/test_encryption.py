@@ -1,8 +1,8 @@
 """Values under ``secrets`` in Workflow.config and CloudRunService.env: encrypted at rest.
 
-The keys are the process's (``server.encryption.configure``, as ``create_server``
-does from ``VERSATIL_ENCRYPTION_KEYS``); a test that rotates them reconfigures
-the process as a restart with the new variable would.
+The keys are the server's (``VERSATIL_ENCRYPTION_KEYS``, read once when it is
+made); a test that rotates them starts another server on the same database, as
+a restart with the new variable would.
 """
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ import pytest
 from google.protobuf import json_format
 
 import models
-from server import encryption
-from server.resources import RESOURCES
+from server.app import create_server
+from server.config import Settings
+from server.domain import secrets as encryption
+from tests.conftest import RESOURCES
 from tests.conftest import message
 from tests.security_support import ROOT, SecuredServer, secured_server
 
@@ -29,18 +31,13 @@ KEY_B = base64.urlsafe_b64encode(b"B" * 32).decode().rstrip("=")  # urlsafe and 
 COLUMNS = {"Workflow": "config", "CloudRunService": "env"}
 
 
+ROLES = {"rita": "reader", "walt": "writer", "ada": "admin"}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[SecuredServer]:
-    roles = {"rita": "reader", "walt": "writer", "ada": "admin"}
-    with secured_server(tmp_path_factory.mktemp("enc"), roles, encryption_keys=(KEY_A,)) as running:
+    with secured_server(tmp_path_factory.mktemp("enc"), ROLES, encryption_keys=(KEY_A,)) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def key_a(server: SecuredServer) -> Iterator[None]:
-    encryption.configure([KEY_A])
-    yield
-    encryption.configure([KEY_A])
 
 
 def document(resource: str, made: Any) -> dict[str, Any]:
@@ -120,23 +117,27 @@ def test_batch_creates_and_upserts_encrypt_too(server: SecuredServer) -> None:
         assert encryption.is_sealed(stored("Workflow", made.id)["secrets"]["N"])
 
 
-def test_keys_rotate_old_values_still_decrypt_and_new_writes_use_the_new_key(server: SecuredServer) -> None:
+def test_keys_rotate_old_values_still_decrypt_and_new_writes_use_the_new_key(server: SecuredServer, tmp_path) -> None:
     old = create(server, "walt", "Workflow", {"secrets": {"K": "under-a"}})
     kid_a, kid_b = (encryption.key_id(encryption.parse_key(k)) for k in (KEY_A, KEY_B))
     assert stored("Workflow", old.id)["secrets"]["K"].startswith(f"enc:v1:{kid_a}:")
 
-    encryption.configure([KEY_B, KEY_A])  # A restart with VERSATIL_ENCRYPTION_KEYS=B,A.
-    admin = server.api("ada")
-    assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=old.id)) == {"secrets": {"K": "under-a"}}
-    new = create(server, "walt", "Workflow", {"secrets": {"K": "under-b"}})
-    assert stored("Workflow", new.id)["secrets"]["K"].startswith(f"enc:v1:{kid_b}:")
+    with secured_server(tmp_path / "b-a", ROLES, encryption_keys=(KEY_B, KEY_A)) as restarted:
+        admin = restarted.api("ada")
+        assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=old.id)) == {"secrets": {"K": "under-a"}}
+        new = create(restarted, "walt", "Workflow", {"secrets": {"K": "under-b"}})
+        assert stored("Workflow", new.id)["secrets"]["K"].startswith(f"enc:v1:{kid_b}:")
 
-    encryption.configure([KEY_B])  # A was retired before its values were re-encrypted: they stay masked.
-    assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=old.id)) == {"secrets": {"K": encryption.MASK}}
-    assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=new.id)) == {"secrets": {"K": "under-b"}}
+    # A was retired before its values were re-encrypted: they stay masked.
+    with secured_server(tmp_path / "b", ROLES, encryption_keys=(KEY_B,)) as restarted:
+        admin = restarted.api("ada")
+        assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=old.id)) == {"secrets": {"K": encryption.MASK}}
+        assert document("Workflow", admin.call("Workflow", "GetWorkflow", id=new.id)) == {"secrets": {"K": "under-b"}}
 
 
-def test_the_rotate_command_re_encrypts_everything_with_the_newest_key(server: SecuredServer, database_url: str) -> None:
+def test_the_rotate_command_re_encrypts_everything_with_the_newest_key(
+    server: SecuredServer, database_url: str, tmp_path
+) -> None:
     old = create(server, "walt", "CloudRunService", {"secrets": {"K": "rotated"}, "plain": 1})
     result = subprocess.run(
         [sys.executable, "-m", "server.encryption", "rotate"], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -145,20 +146,21 @@ def test_the_rotate_command_re_encrypts_everything_with_the_newest_key(server: S
     assert result.returncode == 0, result.stderr
     kid_b = encryption.key_id(encryption.parse_key(KEY_B))
     assert stored("CloudRunService", old.id)["secrets"]["K"].startswith(f"enc:v1:{kid_b}:")
-    encryption.configure([KEY_B])
-    got = server.api("ada").call("CloudRunService", "GetCloudRunService", id=old.id)
+    with secured_server(tmp_path, ROLES, encryption_keys=(KEY_B,)) as restarted:
+        got = restarted.api("ada").call("CloudRunService", "GetCloudRunService", id=old.id)
     assert document("CloudRunService", got) == {"secrets": {"K": "rotated"}, "plain": 1}
 
 
-def test_a_secret_cannot_be_written_without_a_key(server: SecuredServer) -> None:
-    encryption.configure(())
-    with pytest.raises(grpc.RpcError) as raised:
-        create(server, "walt", "Workflow", {"secrets": {"K": "v"}})
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "VERSATIL_ENCRYPTION_KEYS" in raised.value.details()
-    assert create(server, "walt", "Workflow", {"no": "secrets"}).config  # Other values need no key.
+def test_a_secret_cannot_be_written_without_a_key(server: SecuredServer, tmp_path) -> None:
+    with secured_server(tmp_path, ROLES, encryption_keys=()) as keyless:
+        with pytest.raises(grpc.RpcError) as raised:
+            create(keyless, "walt", "Workflow", {"secrets": {"K": "v"}})
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "VERSATIL_ENCRYPTION_KEYS" in raised.value.details()
+        assert create(keyless, "walt", "Workflow", {"no": "secrets"}).config  # Other values need no key.
 
 
-def test_a_bad_key_is_refused_at_start() -> None:
+def test_a_bad_key_is_refused_at_start(database_url: str) -> None:
+    bad = Settings(listen="127.0.0.1:0", dev_token="t", encryption_keys=(base64.b64encode(b"short").decode(),))
     with pytest.raises(ValueError, match="32 bytes"):
-        encryption.configure([base64.b64encode(b"short").decode()])
+        create_server(bad)

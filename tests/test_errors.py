@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conftest import UPDATES, message, unique
-from server.resources import RESOURCES
+from tests.conftest import RESOURCES
 
 # --------------------------------------------------------------------------- helpers
 

@@ -16,8 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from models import database
-from server import calls
-from server.errors import to_rpc_status
+from server.rpc import calls
+from server.core.errors import to_rpc_status, translate
 from tests.conftest import Api, message
 from tests.test_server_process import ROOT, _admin, scratch_url, served  # noqa: F401 (fixture)
 
@@ -66,7 +66,7 @@ def test_conflicts_are_retried_a_bounded_number_of_times(database_url: str) -> N
     with pytest.raises(peewee.DatabaseError) as raised:
         calls.run(always_conflicts, "r", _NoDeadline())
     assert len(attempts) == calls.MAX_ATTEMPTS
-    assert to_rpc_status(raised.value).code == grpc.StatusCode.ABORTED.value[0]
+    assert to_rpc_status(translate(raised.value)).code == grpc.StatusCode.ABORTED.value[0]
 
 
 def test_other_errors_are_not_retried(database_url: str) -> None:

@@ -50,7 +50,7 @@ from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 import models
 from conftest import message, unique
 from models import EnumField
-from server.resources import RESOURCES
+from tests.conftest import RESOURCES
 
 # =========================================================================== helpers
 

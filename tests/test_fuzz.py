@@ -57,7 +57,9 @@ from peewee import ForeignKeyField
 import models
 import versatil.ml.v1 as package
 from conftest import UPDATES, message
-from server.resources import RESOURCES, resource_of
+from tests.conftest import RESOURCES
+
+resource_of = RESOURCES.of_model
 from versatil.ml.v1 import resources_pb2
 
 BYTES_EXAMPLES = int(os.environ.get("FUZZ_BYTES_EXAMPLES", "8"))

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 import models
 from conftest import bad_request_fields, message, unique
-from server.resources import RESOURCES
+from tests.conftest import RESOURCES
 
 THREADS = 8
 

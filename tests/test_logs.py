@@ -15,7 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from server import logs
+from server.ops import logs
 from tests.conftest import Api, message
 from tests.ops_support import ServerProcess
 
@@ -52,18 +52,16 @@ def test_a_failed_call_keeps_its_status_details_beside_the_request_id(api: Api) 
     assert any(detail.Is(error_details_pb2.BadRequest.DESCRIPTOR) for detail in status.details)
 
 
-def test_principal_comes_from_the_context_variable() -> None:
+def test_a_line_names_the_principal_and_the_request_id() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
     logs.log.addHandler(handler)
     level = logs.log.level
     logs.log.setLevel(logging.INFO)
-    token = logs.principal.set("alice")
     try:
-        logs.log_call("/versatil.ml.v1.ModelService/GetModel", grpc.StatusCode.OK, 0.0042, "req-7")
+        logs.log_call("/versatil.ml.v1.ModelService/GetModel", grpc.StatusCode.OK, 0.0042, "alice", "req-7")
     finally:
-        logs.principal.reset(token)
         logs.log.removeHandler(handler)
         logs.log.setLevel(level)
     line = json.loads(stream.getvalue())

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import models
-from server import metrics
+from server.ops import metrics
 from tests.conftest import Api, message
 from tests.ops_support import ROOT, ServerProcess, migrate, scratch_database, unreachable
 
@@ -86,11 +86,7 @@ def test_pool_gauges_are_read_at_scrape_time(api: Api, exporter: str) -> None:
     assert value(after, "versatil_db_pool_connections", state="idle") == idle_before
 
 
-# Worker processes come with server/workers.py (VERSATIL_WORKERS).
-WORKERS = pytest.mark.skipif(not (ROOT / "server" / "workers.py").exists(), reason="no worker processes")
-
-
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=WORKERS)])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_url: str, workers: int) -> None:
     """One process, or several workers whose samples the parent sums on one port."""
     calls = 12  # Each on its own connection, so that the kernel spreads them over the workers.

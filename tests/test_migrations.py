@@ -15,7 +15,7 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 from playhouse.schema_diff import diff_models
 
 import models
-from server.database import MIGRATIONS_DIR
+from server.ops.database import MIGRATIONS_DIR
 
 HISTORY_TABLE = "schema_migration"
 

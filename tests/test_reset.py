@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server import database as db
+from server.ops import database as db
 from tests.ops_support import ROOT, admin, migrate, run_module, scratch_database
 
 

@@ -17,8 +17,8 @@ import psycopg2
 import pytest
 
 import models
-from server import database as db
-from server.principal import Caller, Role, acting_as
+from server.ops import database as db
+from server.core.principal import Caller, Role, acting_as
 from tests.conftest import message
 from tests.security_support import SecuredServer, add_token, secured_server
 from versatil.ml.v1 import common_pb2

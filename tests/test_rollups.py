@@ -24,9 +24,12 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 
 import models
 from conftest import message
-from server import stats
-from server.database import MIGRATIONS_DIR
-from server.resources import RESOURCES
+from server.core.limits import Limits
+from server.stats.plan import plan_of
+from server.stats.query import respond, stats_query
+from server.stats.rollup import rollup_source
+from server.ops.database import MIGRATIONS_DIR
+from tests.conftest import RESOURCES
 from stats_support import UTC, aggregation, bucket, groups, insert_predictions, prediction_values
 from versatil.ml.v1 import common_pb2
 
@@ -115,10 +118,10 @@ ROLLUP_REQUESTS: list[tuple[str, dict[str, Any]]] = [
 def both_ways(request: common_pb2.StatsRequest) -> tuple[list[Any], list[Any], bool]:
     """The groups from the rollup and from the raw rows, and whether the rollup would be used."""
     with models.database.connection_context():
-        plan = stats.plan_of(PREDICTION, request)
-        rolled = stats.respond(plan, stats.stats_query(plan, use_rollup=True).tuples())
-        raw = stats.respond(plan, stats.stats_query(plan, use_rollup=False).tuples())
-        return groups(rolled), groups(raw), stats.rollup_source(plan) is not None
+        plan = plan_of(PREDICTION, request, Limits())
+        rolled = respond(plan, stats_query(plan, faster=True).tuples())
+        raw = respond(plan, stats_query(plan, faster=False).tuples())
+        return groups(rolled), groups(raw), rollup_source(plan) is not None
 
 
 def assert_same_groups(rolled: list[dict[str, Any]], raw: list[dict[str, Any]]) -> None:
@@ -239,16 +242,16 @@ def test_rollup_is_exact_inside_the_writing_transaction(world, database_url):
     rows = [random_row(random.Random(7), world) for _ in range(20)]
     request = request_for(world, group_by=["status"], aggregations=[aggregation("COUNT"), aggregation("MAX", "latency")])
     with models.database.connection_context():
-        plan = stats.plan_of(PREDICTION, request)
-        assert stats.rollup_source(plan) is not None
-        before = stats.respond(plan, stats.stats_query(plan).tuples())
+        plan = plan_of(PREDICTION, request, Limits())
+        assert rollup_source(plan) is not None
+        before = respond(plan, stats_query(plan).tuples())
         with models.database.atomic() as transaction:
             models.Prediction.insert_many([prediction_values(row) for row in rows]).execute()
-            inside = stats.respond(plan, stats.stats_query(plan).tuples())
-            raw = stats.respond(plan, stats.stats_query(plan, use_rollup=False).tuples())
+            inside = respond(plan, stats_query(plan).tuples())
+            raw = respond(plan, stats_query(plan, faster=False).tuples())
             assert groups(inside) == groups(raw) and sum(g.values["count"].number_value for g in inside.groups) == 20
             transaction.rollback()
-        assert stats.respond(plan, stats.stats_query(plan).tuples()) == before
+        assert respond(plan, stats_query(plan).tuples()) == before
 
 
 ELIGIBILITY = [
@@ -276,8 +279,8 @@ ELIGIBILITY = [
 @pytest.mark.parametrize(("extra", "fields", "answered"), ELIGIBILITY)
 def test_what_the_rollup_answers(world, extra, fields, answered):
     with models.database.connection_context():
-        plan = stats.plan_of(PREDICTION, request_for(world, extra, **fields))
-        assert (stats.rollup_source(plan) is not None) is answered
+        plan = plan_of(PREDICTION, request_for(world, extra, **fields), Limits())
+        assert (rollup_source(plan) is not None) is answered
 
 
 def test_stats_rpc_reads_the_rollup_and_agrees_with_the_raw_rows(api, world):
@@ -347,9 +350,9 @@ def explain(database: PostgresqlExtDatabase, fields: dict[str, Any], use_rollup:
     request = common_pb2.StatsRequest(filter=f'endpoint_id = "{endpoint_id}"' + (f" AND {extra}" if extra else ""),
                                       **fields)
     with models.database.connection_context():
-        plan = stats.plan_of(PREDICTION, request)  # Checks the time zone against the main database.
+        plan = plan_of(PREDICTION, request, Limits())  # Checks the time zone against the main database.
     with database.bind_ctx(models.ALL_MODELS):
-        sql, params = stats.stats_query(plan, use_rollup).sql()
+        sql, params = stats_query(plan, use_rollup).sql()
     return "\n".join(row[0] for row in database.execute_sql("EXPLAIN " + sql, params))
 
 

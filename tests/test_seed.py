@@ -1,10 +1,12 @@
 """``make seed`` loads a realistic sample, and loading it again changes nothing."""
 from server import seed
+from server.core.limits import Limits
+from tests.conftest import RESOURCES
 
 
 def test_seed_is_complete_and_idempotent(rows) -> None:
-    first = seed.seed()
-    again = seed.seed()
+    first = seed.seed(RESOURCES, Limits())
+    again = seed.seed(RESOURCES, Limits())
     assert again == first
     sample = rows.Workflow.get(rows.Workflow.name == "Image classification pipeline")
     assert sample.datasets.count() == 2

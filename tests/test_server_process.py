@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.resources import RESOURCES
+from tests.conftest import RESOURCES
 from tests.conftest import ADMIN_TOKEN, authorized, message
 
 ROOT = Path(__file__).resolve().parent.parent

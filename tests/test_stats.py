@@ -12,12 +12,14 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 
 import models
 from conftest import bad_request_fields
-from server import stats as stats_module
-from server.resources import RESOURCES, StatsFields
+from server.core.errors import InvalidArgument
+from server.core.limits import Limits
+from server.stats.plan import plan_of
+from server.core.resource import Catalog, StatsFields
+from tests.conftest import RESOURCES
 from stats_support import aggregation, at, bucket, groups, insert_predictions, stats
 from versatil.ml.v1 import common_pb2
 
@@ -321,7 +323,7 @@ def test_order_by_an_aggregate_with_nulls(api, fleet):
 @pytest.mark.parametrize(("requested", "applied"), [(0, 1000), (5, 5), (10000, 10000), (10001, 10000), (2**31 - 1, 10000)])
 def test_limit_default_and_clamp(requested, applied, database_url):
     with models.database.connection_context():
-        plan = stats_module.plan_of(RESOURCES["Prediction"], common_pb2.StatsRequest(limit=requested))
+        plan = plan_of(RESOURCES["Prediction"], common_pb2.StatsRequest(limit=requested), Limits())
     assert plan.limit == applied
 
 
@@ -342,17 +344,17 @@ def test_every_resource_serves_its_stats(api, resource):
 
 
 def test_a_declaration_narrows_what_may_be_grouped_and_aggregated(database_url):
-    narrow = dataclasses.replace(
-        RESOURCES["Prediction"],
-        stats=StatsFields(group_by=frozenset({"status"}), aggregate={"latency": frozenset({"AVG"})}),
+    declared = StatsFields(group_by=frozenset({"status"}), aggregate={"latency": frozenset({"AVG"})})
+    catalog = Catalog(
+        [dataclasses.replace(r, stats=declared) if r.name == "Prediction" else dataclasses.replace(r) for r in RESOURCES.values()]
     )
-    assert "GetPredictionStats" in narrow.custom_methods
+    narrow = catalog["Prediction"]
     with models.database.connection_context():
-        stats_module.plan_of(narrow, common_pb2.StatsRequest(group_by=["status"], aggregations=[aggregation("AVG", "latency")]))
-        with pytest.raises(stats_module.InvalidArgument, match="cannot be grouped by endpoint_id"):
-            stats_module.plan_of(narrow, common_pb2.StatsRequest(group_by=["endpoint_id"]))
-        with pytest.raises(stats_module.InvalidArgument, match="SUM does not fit latency"):
-            stats_module.plan_of(narrow, common_pb2.StatsRequest(aggregations=[aggregation("SUM", "latency")]))
+        plan_of(narrow, common_pb2.StatsRequest(group_by=["status"], aggregations=[aggregation("AVG", "latency")]), Limits())
+        with pytest.raises(InvalidArgument, match="cannot be grouped by endpoint_id"):
+            plan_of(narrow, common_pb2.StatsRequest(group_by=["endpoint_id"]), Limits())
+        with pytest.raises(InvalidArgument, match="SUM does not fit latency"):
+            plan_of(narrow, common_pb2.StatsRequest(aggregations=[aggregation("SUM", "latency")]), Limits())
 
 
 # --------------------------------------------------------------------------- invalid requests

@@ -30,8 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import models
-from server import stats as stats_module
-from server.resources import RESOURCES
+from server.core.limits import Limits
+from server.stats.plan import BUCKET_START, DEFAULT_LIMIT, plan_of
+from server.stats.rollup import rollup_source
+from tests.conftest import RESOURCES
 from stats_support import UTC, aggregation, bucket, groups, insert_predictions
 from versatil.ml.v1 import common_pb2
 
@@ -226,10 +228,10 @@ def reference(rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str
         })
     order = list(spec["order"])
     named = {name for name, _ in order}
-    order += [(name, False) for name in ([stats_module.BUCKET_START] if time else []) + keys if name not in named]
+    order += [(name, False) for name in ([BUCKET_START] if time else []) + keys if name not in named]
 
     def value_of(group: dict[str, Any], name: str) -> Any:
-        if name == stats_module.BUCKET_START:
+        if name == BUCKET_START:
             return group["start"]
         return group["keys"][name] if name in group["keys"] else group["values"][name]
 
@@ -241,7 +243,7 @@ def reference(rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str
             "keys": {k: as_value(v) for k, v in group["keys"].items()},
             "values": {k: as_value(v) for k, v in group["values"].items()},
         }
-        for group in result[: spec["limit"] or stats_module.DEFAULT_LIMIT]
+        for group in result[: spec["limit"] or DEFAULT_LIMIT]
     ]
 
 
@@ -353,7 +355,7 @@ def requests(draw: Any, endpoints: tuple[str, ...], versions: tuple[str, ...]) -
         field = "created_at" if rollup else draw(st.sampled_from(["created_at", "completed_at"]))
         time = (field, draw(st.sampled_from(list(UNITS))), draw(st.sampled_from(WHOLE_HOUR_ZONES if rollup else ZONES)))
     condition = draw(st.one_of(st.none(), filters(endpoints, versions, rollup)))
-    orderable = ([stats_module.BUCKET_START] if time else []) + group_by
+    orderable = ([BUCKET_START] if time else []) + group_by
     orderable += [alias for alias, op, field, _ in measures if op in EXACT_OPS or (op == "SUM" and field == "latency")]
     order = draw(st.lists(st.sampled_from(orderable), unique=True, max_size=3)) if orderable else []
     order = [(name, draw(st.booleans())) for name in order]
@@ -407,8 +409,8 @@ def test_random_requests_match_the_reference(api, fleet):
         got = groups(api.stub("Prediction").GetPredictionStats(request))
         assert_matches(got, reference(fleet["rows"], spec), request)
         with models.database.connection_context():
-            plan = stats_module.plan_of(RESOURCES["Prediction"], request)
-            ran["rollup" if stats_module.rollup_source(plan) is not None else "raw"] += 1
+            plan = plan_of(RESOURCES["Prediction"], request, Limits())
+            ran["rollup" if rollup_source(plan) is not None else "raw"] += 1
 
     check()
     assert ran["rollup"] + ran["raw"] >= EXAMPLES

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server import tls
+from server.ops import tls
 from server.app import create_server
 from server.config import Settings
 from tests.conftest import ADMIN_TOKEN, Api, authorized
@@ -90,10 +90,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _serve(pki: Pki, mutual: bool) -> Iterator[int]:
     settings = Settings(listen="127.0.0.1:0", pool_size=2, dev_token=ADMIN_TOKEN, tls_cert=pki.files["server.pem"],
                         tls_key=pki.files["server.key"], tls_client_ca=pki.files["ca.pem"] if mutual else None)
-    server, port = create_server(settings)
-    server.start()
-    yield port
-    server.stop(None)
+    service = create_server(settings)
+    service.start()
+    yield service.port
+    service.stop(None)
 
 
 @pytest.fixture(scope="module")

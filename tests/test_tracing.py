@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server import tracing
+from server.ops import tracing
 from tests.conftest import message
 from tests.ops_support import ServerProcess, migrate, scratch_database, unreachable
 
