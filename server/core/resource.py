@@ -104,7 +104,7 @@ class Resource:
     # Child lists that ``expand`` may include and filters may reach into
     # (predictions are too many to be either).
     child_relations: tuple[str, ...] = ()
-    # Domain rules the standard methods apply on every write (``server.rules``).
+    # Domain rules the standard methods apply on every write (``server.core.rules``).
     rules: tuple[Rule, ...] = ()
     # RPCs beyond the standard methods, by name.
     custom_methods: Mapping[str, Method] = field(default_factory=dict)

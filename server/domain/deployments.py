@@ -11,7 +11,7 @@ deployments in proportion, rounded by largest remainder:
 
 Every call locks the endpoint's row first, so concurrent deploys to one
 endpoint take turns, and writes every share through the generic update, so
-the lifecycle rules (``server.lifecycle``) apply to them as to any update.
+the lifecycle rules (``server.domain.lifecycle``) apply to them as to any update.
 RollbackCloudRunService does the same for the revisions of a Cloud Run service.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
     address = metrics.serve("127.0.0.1:9464")   # None when "off"
     metrics.observe("/versatil.ml.v1.DatasetService/GetDataset", grpc.StatusCode.OK, 0.0012)
 
-``server.routing`` calls ``observe`` once per RPC. The RPC metrics have the
+``server.rpc.dispatch`` calls ``observe`` once per RPC. The RPC metrics have the
 names and labels of go-grpc-prometheus, so the usual gRPC dashboards and alerts
 work unchanged:
 

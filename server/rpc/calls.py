@@ -1,13 +1,13 @@
 """What every call gets around its behavior: a pooled connection, its deadline, and retries.
 
-    return run(behavior, request, context)    # in server.routing's handler
+    return run(call, request, context)    # in server.rpc.dispatch's handler
 
 * The call's deadline bounds its SQL: when the deadline passes while a query
   runs, the query is cancelled (psycopg2's ``cancel``), so no statement keeps
   working for a client that has gone. Calls without a deadline pay nothing.
 * A transaction that fails on a serialization conflict or a deadlock is run
   again, up to ``MAX_ATTEMPTS`` times with a short random pause; after that
-  the call is ABORTED (``server.errors``).
+  the call is ABORTED (``server.core.errors``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ A request first becomes a ``Plan`` (``server.stats.plan``): every name is checke
 (``Resource.stats``, derived from the column types unless declared, see ``groupable`` and
 ``aggregatable``), and every mistake is INVALID_ARGUMENT naming the request field at fault. The plan
 then compiles into one ``SELECT ... GROUP BY`` of Peewee expressions: the filter by
-``server.filters``, parents one hop up by LEFT JOINs, time buckets by PostgreSQL's
+``server.query.filters``, parents one hop up by LEFT JOINs, time buckets by PostgreSQL's
 ``date_trunc(unit, ts, zone)``, percentiles by ``percentile_cont(f) WITHIN GROUP (ORDER BY ...)``.
 Nothing from the request becomes SQL text: names only pick prepared expressions, and values travel
 as parameters.
