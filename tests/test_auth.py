@@ -6,12 +6,11 @@ Each test talks to an in-process server on the session database whose tokens
 from __future__ import annotations
 
 import json
-import os
-import re
 import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from server.config import Settings
 from server.core.principal import Role
 from server.query.page_tokens import PageTokens
 from server.rpc import auth, tokens
 from server.rpc.dispatch import services
-from server.config import Settings
-from tests.conftest import RESOURCES
-from tests.conftest import ADMIN_TOKEN, message, unique
+from tests.support import ADMIN_TOKEN, RESOURCES, ROOT, error_info, message, refused, unique
+from tests.support.ops import ServerProcess, run_module, stop_embedded
+from tests.support.security import SecuredServer, add_token, secured_server
 from versatil.ml.v1 import common_pb2, lineage_service_pb2, lineage_service_pb2_grpc
-from tests.security_support import ROOT, SecuredServer, add_token, error_info, secured_server
 
 Code = grpc.StatusCode
 ROLES = {"rita": "reader", "walt": "writer", "ada": "admin"}
@@ -46,13 +45,6 @@ def code_of(call) -> grpc.StatusCode:
     except grpc.RpcError as error:
         return error.code()
     return Code.OK
-
-
-def refused(call, code: grpc.StatusCode) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    assert raised.value.code() == code, raised.value.details()
-    return raised.value
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,9 +85,8 @@ def test_tokens_list_and_remove(tmp_path: Path) -> None:
 
 def test_a_call_without_a_token_is_unauthenticated(server: SecuredServer) -> None:
     api = server.api()
-    error = refused(lambda: api.call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED)
+    error = refused(lambda: api.call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED, "Bearer")
     assert error_info(error).reason == "MISSING_CREDENTIALS"
-    assert "Bearer" in error.details()
 
 
 @pytest.mark.parametrize(
@@ -106,10 +97,9 @@ def test_a_bad_token_is_unauthenticated(server: SecuredServer, header: str) -> N
     channel = server.channel()
     stub = channel.unary_unary("/versatil.ml.v1.WorkflowService/ListWorkflows",
                                request_serializer=lambda m: m.SerializeToString())
-    with pytest.raises(grpc.RpcError) as raised:
-        stub(message("ListWorkflowsRequest"), metadata=[("authorization", header)])
-    assert raised.value.code() == Code.UNAUTHENTICATED
-    assert error_info(raised.value).reason == "INVALID_CREDENTIALS"
+    error = refused(lambda: stub(message("ListWorkflowsRequest"), metadata=[("authorization", header)]),
+                    Code.UNAUTHENTICATED)
+    assert error_info(error).reason == "INVALID_CREDENTIALS"
 
 
 def test_the_scheme_is_case_insensitive(server: SecuredServer) -> None:
@@ -267,8 +257,6 @@ def test_an_admin_cannot_record_on_behalf_of_another_principal(server: SecuredSe
 
 
 def test_upsert_stamps_too(server: SecuredServer) -> None:
-    import uuid
-
     walt = server.api("walt")
     sample = walt.sample("PatternRecognitionJob", created_by="mallory", id=str(uuid.uuid4()))
     made = walt.call("PatternRecognitionJob", "UpdatePatternRecognitionJob", pattern_recognition_job=sample,
@@ -280,53 +268,32 @@ def test_upsert_stamps_too(server: SecuredServer) -> None:
 # Configurations of python -m server
 # --------------------------------------------------------------------------------------------
 
-
-def _start(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "server"], cwd=ROOT, text=True, stderr=subprocess.PIPE,
-        env={**os.environ, "VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_METRICS_LISTEN": "off", "VERSATIL_WORKERS": "1",
-             **env},
-    )
+SERVER_ENV = {"VERSATIL_LISTEN": "127.0.0.1:0", "VERSATIL_METRICS_LISTEN": "off", "VERSATIL_WORKERS": "1"}
 
 
+@pytest.mark.slow
 def test_a_shared_database_without_tokens_refuses_to_start(database_url: str) -> None:
-    process = _start({"DATABASE_URL": database_url, "VERSATIL_DEV_TOKEN": "", "VERSATIL_TOKENS_FILE": ""})
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0
-    assert "VERSATIL_TOKENS_FILE" in stderr and "python -m server.tokens add" in stderr
+    result = run_module("server", {"DATABASE_URL": database_url, "VERSATIL_DEV_TOKEN": "", "VERSATIL_TOKENS_FILE": "",
+                                   **SERVER_ENV})
+    assert result.returncode != 0
+    assert "VERSATIL_TOKENS_FILE" in result.stderr and "python -m server.tokens add" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_embedded_default_prints_a_generated_admin_dev_token(tmp_path: Path) -> None:
-    process = _start({"DATABASE_URL": "", "VERSATIL_DATA_DIR": str(tmp_path), "VERSATIL_DEV_TOKEN": "",
-                      "VERSATIL_TOKENS_FILE": ""})
-    token, port, seen = None, None, []
+    env = {"DATABASE_URL": "", "VERSATIL_DATA_DIR": str(tmp_path), "VERSATIL_DEV_TOKEN": "", "VERSATIL_TOKENS_FILE": "",
+           **SERVER_ENV}
     try:
-        deadline = time.monotonic() + 90
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                break
-            seen.append(line)
-            token = token or (re.search(r"admin dev token for this run: (\S+)", line) or [None, None])[1]
-            found = re.search(r"serving on [\d.]+:(\d+)", line)
-            port = int(found[1]) if found else None
-        assert token and port, "".join(seen)
-        running = SecuredServer(port, tmp_path / "none")
-        try:
-            refused(lambda: running.api().call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED)
-            created = running.api(token=token).create("Workflow", created_by="")
-            assert created.created_by == auth.DEV_PRINCIPAL
-            refused(lambda: running.api(token=token + "x").call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED)
-        finally:
-            for channel in running.channels:
-                channel.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        process.stderr.close()
-        pid_file = tmp_path / "pg" / "postmaster.pid"
-        if pid_file.exists():
+        with ServerProcess(env) as server:
+            token = server.wait_for(r"admin dev token for this run: (\S+)")[1]
+            running = SecuredServer(server.port, tmp_path / "none")
             try:
-                os.kill(int(pid_file.read_text().split()[0]), 15)
-            except ProcessLookupError:
-                pass
+                refused(lambda: running.api().call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED)
+                created = running.api(token=token).create("Workflow", created_by="")
+                assert created.created_by == auth.DEV_PRINCIPAL
+                refused(lambda: running.api(token=token + "x").call("Workflow", "ListWorkflows"), Code.UNAUTHENTICATED)
+            finally:
+                for channel in running.channels:
+                    channel.close()
+    finally:
+        stop_embedded(tmp_path)

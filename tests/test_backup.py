@@ -1,15 +1,14 @@
 """Backups: a dump taken, the data changed, the dump restored: every table is as it was, row for row."""
 from __future__ import annotations
 
-import os
 import re
-import signal
 from pathlib import Path
 
+import pytest
+
 from server.ops import database as db
-from tests.conftest import RESOURCES
-from tests.conftest import Api, message
-from tests.ops_support import ServerProcess, admin, migrate, run_module, scratch_database
+from tests.support import RESOURCES, Api, message
+from tests.support.ops import ServerProcess, admin, migrate, run_module, scratch_database, stop_embedded
 
 
 def fingerprint(url: str) -> dict[str, tuple[int, str]]:
@@ -23,6 +22,7 @@ def fingerprint(url: str) -> dict[str, tuple[int, str]]:
     }
 
 
+@pytest.mark.slow
 def test_dump_then_restore_brings_back_every_row(database_url: str, tmp_path: Path) -> None:
     with scratch_database(database_url) as url:
         migrate(url)
@@ -64,6 +64,7 @@ def test_restoring_a_missing_file_says_so(database_url: str, tmp_path: Path) -> 
     assert "no such backup" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_dump_restores_into_a_new_cluster_once_migrated(database_url: str, tmp_path: Path) -> None:
     """Disaster recovery: the dump of one PostgreSQL restored on another, roles made by ``make migrate``."""
     with scratch_database(database_url) as url:
@@ -85,6 +86,4 @@ def test_a_dump_restores_into_a_new_cluster_once_migrated(database_url: str, tmp
         assert restored.returncode == 0, restored.stderr
         assert fingerprint(new_url) == saved
     finally:
-        pid_file = data_dir / "pg" / "postmaster.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        stop_embedded(data_dir)

@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2, field_mask_pb2, json_format, timestamp_pb2
+from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from conftest import UPDATES, message, unique
 from server.rpc.auth import DEV_PRINCIPAL
-from tests.conftest import RESOURCES
+from tests.support import (
+    RESOURCES, UPDATES, assert_invalid, bad_request_fields, error_details, message, refused, rpc_error, unique,
+)
 
 Code = grpc.StatusCode
 ALL = sorted(RESOURCES)
@@ -115,45 +115,6 @@ class Service:
             assert error.code() == Code.NOT_FOUND, error.details()
             return False
         return True
-
-
-def assert_code(call: Callable[[], Any], code: grpc.StatusCode, *contains: str) -> grpc.RpcError:
-    """Run ``call``, expect it to fail with ``code`` and a message holding each of ``contains``."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    error = caught.value
-    assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-    for text in contains:
-        assert text in error.details(), f"{text!r} not in the message {error.details()!r}"
-    info = details(error, error_details_pb2.ErrorInfo)
-    assert info and info[0].reason, f"no ErrorInfo with a reason in {error.details()!r}"
-    return error
-
-
-def assert_invalid(call: Callable[[], Any], field: str, *contains: str) -> grpc.RpcError:
-    """INVALID_ARGUMENT with a BadRequest field violation naming ``field``."""
-    error = assert_code(call, Code.INVALID_ARGUMENT, *contains)
-    assert field in violated_fields(error), (
-        f"BadRequest names {violated_fields(error)}, not {field!r} ({error.details()!r})"
-    )
-    return error
-
-
-def details(error: grpc.RpcError, kind: type[Message]) -> list[Any]:
-    """The ``google.rpc`` details of type ``kind`` carried by ``error``."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status in the trailers of {error.details()!r}"
-    found = []
-    for packed in status.details:
-        if packed.Is(kind.DESCRIPTOR):
-            detail = kind()
-            packed.Unpack(detail)
-            found.append(detail)
-    return found
-
-
-def violated_fields(error: grpc.RpcError) -> list[str]:
-    return [v.field for bad in details(error, error_details_pb2.BadRequest) for v in bad.field_violations]
 
 
 def value_of(resource: Message, field: str) -> Any:
@@ -345,8 +306,8 @@ def test_batch_get_keeps_the_order_of_ids(api: Any, svc: Any, resource: str) -> 
 @pytest.mark.parametrize("resource", ALL)
 def test_batch_get_with_an_unknown_id_is_not_found(api: Any, svc: Any, resource: str) -> None:
     known, unknown = api.create(resource), fresh_id()
-    error = assert_code(lambda: svc(resource).batch_get([known.id, unknown]), Code.NOT_FOUND, unknown)
-    info = details(error, error_details_pb2.ResourceInfo)
+    error = refused(lambda: svc(resource).batch_get([known.id, unknown]), Code.NOT_FOUND, unknown)
+    info = error_details(error, error_details_pb2.ResourceInfo)
     assert info and info[0].resource_type == resource and unknown in info[0].resource_name
 
 
@@ -369,8 +330,8 @@ ID_CALLS: dict[str, tuple[Callable[[Service, str], Any], Callable[[Service], str
 def test_unknown_id_is_not_found(svc: Any, resource: str, method: str) -> None:
     call, _ = ID_CALLS[method]
     unknown = fresh_id()
-    error = assert_code(lambda: call(svc(resource), unknown), Code.NOT_FOUND, unknown)
-    info = details(error, error_details_pb2.ResourceInfo)
+    error = refused(lambda: call(svc(resource), unknown), Code.NOT_FOUND, unknown)
+    info = error_details(error, error_details_pb2.ResourceInfo)
     assert info and info[0].resource_type == resource
 
 
@@ -379,7 +340,7 @@ def test_unknown_id_is_not_found(svc: Any, resource: str, method: str) -> None:
 def test_malformed_id_is_invalid(svc: Any, resource: str, method: str) -> None:
     call, field = ID_CALLS[method]
     service = svc(resource)
-    assert_invalid(lambda: call(service, "not-a-uuid"), field(service), "not-a-uuid")
+    assert_invalid(rpc_error(lambda: call(service, "not-a-uuid")), field(service), "not-a-uuid")
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +439,7 @@ IMMUTABLE = [
 @pytest.mark.parametrize(("resource", "path"), IMMUTABLE)
 def test_update_naming_an_immutable_field_is_invalid(api: Any, svc: Any, resource: str, path: str) -> None:
     created = api.create(resource)
-    assert_invalid(lambda: svc(resource).update(created, [path]), "update_mask", path)
+    assert_invalid(rpc_error(lambda: svc(resource).update(created, [path])), "update_mask", path)
     assert svc(resource).get(created.id) == created
 
 
@@ -489,7 +450,7 @@ def test_update_naming_an_immutable_field_is_invalid(api: Any, svc: Any, resourc
 )
 def test_update_naming_an_unknown_field_is_invalid(api: Any, svc: Any, resource: str, path: str) -> None:
     created = api.create(resource)
-    assert_invalid(lambda: svc(resource).update(created, [path]), "update_mask", path)
+    assert_invalid(rpc_error(lambda: svc(resource).update(created, [path])), "update_mask", path)
     assert svc(resource).get(created.id) == created
 
 
@@ -497,13 +458,12 @@ def test_update_naming_an_unknown_field_is_invalid(api: Any, svc: Any, resource:
 def test_update_checks_the_etag(api: Any, svc: Any, resource: str) -> None:
     field, value = UPDATES[resource]
     created = api.create(resource)
-    current = unsaved_copy(created, **{field: value})
-    assert current.etag == created.etag
+    current = unsaved_copy(created, **{field: value})  # It carries the etag of the create.
     updated = svc(resource).update(current, [field])
-    assert getattr(updated, field) == value
+    assert getattr(updated, field) == value and updated.etag != created.etag
 
     stale = unsaved_copy(created, **{field: value + "-stale"})
-    assert_code(lambda: svc(resource).update(stale, [field]), Code.ABORTED)
+    refused(lambda: svc(resource).update(stale, [field]), Code.ABORTED)
     assert svc(resource).get(created.id) == updated
 
 
@@ -525,7 +485,7 @@ def test_update_checks_the_etag(api: Any, svc: Any, resource: str) -> None:
 )
 def test_update_clearing_a_required_field_is_invalid(api: Any, svc: Any, resource: str, field: str) -> None:
     created = api.create(resource)
-    assert_invalid(lambda: svc(resource).update(message(resource, id=created.id), [field]), field)
+    assert_invalid(rpc_error(lambda: svc(resource).update(message(resource, id=created.id), [field])), field)
     assert svc(resource).get(created.id) == created
 
 
@@ -533,8 +493,8 @@ def test_update_to_an_unknown_training_job_is_a_failed_precondition(api: Any, sv
     version = api.create("ModelVersion")
     unknown = fresh_id()
     request = message("ModelVersion", id=version.id, training_job_id=unknown)
-    assert_code(lambda: svc("ModelVersion").update(request, ["training_job_id"]),
-                Code.FAILED_PRECONDITION, "training_job_id")
+    refused(lambda: svc("ModelVersion").update(request, ["training_job_id"]),
+            Code.FAILED_PRECONDITION, "training_job_id")
     assert svc("ModelVersion").get(version.id) == version
 
 
@@ -542,8 +502,37 @@ def test_update_into_a_taken_name_already_exists(api: Any, svc: Any) -> None:
     first = api.create("Dataset")
     second = api.create("Dataset", workflow_id=first.workflow_id)
     rename = message("Dataset", id=second.id, name=first.name)
-    assert_code(lambda: svc("Dataset").update(rename, ["name"]), Code.ALREADY_EXISTS, "workflow_id", "name")
+    refused(lambda: svc("Dataset").update(rename, ["name"]), Code.ALREADY_EXISTS, "workflow_id", "name")
     assert svc("Dataset").get(second.id) == second
+
+
+def test_update_with_allow_missing_creates_then_updates(api: Any, svc: Any) -> None:
+    client_id = str(uuid.uuid4())
+    owner = unique("owner")
+    workflow = message("Workflow", id=client_id, name="upserted", n8n_workflow_id=owner, description="first")
+    created = api.call("Workflow", "UpdateWorkflow", workflow=workflow, allow_missing=True)
+    assert created.id == client_id and created.description == "first" and created.etag
+    assert api.call("Workflow", "GetWorkflow", id=client_id) == created
+
+    workflow.description = "second"
+    updated = api.call("Workflow", "UpdateWorkflow", workflow=workflow, allow_missing=True,
+                       update_mask=field_mask_pb2.FieldMask(paths=["description"]))
+    assert updated.id == client_id and updated.description == "second" and updated.etag != created.etag
+    assert updated.created_at == created.created_at
+    assert [w.id for w in svc("Workflow").list(f'n8n_workflow_id = "{owner}"')] == [client_id]
+
+
+def test_update_without_allow_missing_is_not_found(api: Any) -> None:
+    workflow = message("Workflow", id=str(uuid.uuid4()), name="x", created_by="tests")
+    refused(lambda: api.call("Workflow", "UpdateWorkflow", workflow=workflow), Code.NOT_FOUND)
+
+
+def test_update_allow_missing_creates_a_child_under_its_parent(api: Any) -> None:
+    dataset = api.create("Dataset")
+    client_id = str(uuid.uuid4())
+    version = message("DatasetVersion", id=client_id, dataset_id=dataset.id, storage_path="gs://b/v")
+    created = api.call("DatasetVersion", "UpdateDatasetVersion", dataset_version=version, allow_missing=True)
+    assert created.id == client_id and created.version == 1 and created.dataset_id == dataset.id
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,10 +544,17 @@ def test_update_into_a_taken_name_already_exists(api: Any, svc: Any) -> None:
 def test_delete_removes_the_resource(api: Any, svc: Any, resource: str) -> None:
     service = svc(resource)
     kept, doomed = api.create(resource), api.create(resource)
-    assert service.delete(doomed.id) == empty_pb2.Empty()
-    assert_code(lambda: service.get(doomed.id), Code.NOT_FOUND, doomed.id)
-    assert_code(lambda: service.delete(doomed.id), Code.NOT_FOUND, doomed.id)
+    service.delete(doomed.id)
+    refused(lambda: service.get(doomed.id), Code.NOT_FOUND, doomed.id)
+    refused(lambda: service.delete(doomed.id), Code.NOT_FOUND, doomed.id)
     assert service.get(kept.id) == kept
+
+
+@pytest.mark.parametrize("resource", ["Workflow", "Prediction", "ServiceDeployment"])
+def test_delete_with_allow_missing_on_an_unknown_id_succeeds(api: Any, resource: str) -> None:
+    unknown = str(uuid.uuid4())
+    api.call(resource, f"Delete{resource}", id=unknown, allow_missing=True)
+    refused(lambda: api.call(resource, f"Delete{resource}", id=unknown), Code.NOT_FOUND)
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,10 +619,10 @@ def test_batch_create_is_all_or_nothing(api: Any, svc: Any, case: str) -> None:
     items = siblings(api, resource, 4)
     items[2] = unsaved_copy(items[2], **breaker(items[0]))
 
-    error = assert_code(lambda: svc(resource).batch_create(items), code, "requests[2]", field)
+    error = refused(lambda: svc(resource).batch_create(items), code, "requests[2]", field)
 
     if code == Code.INVALID_ARGUMENT:
-        assert f"requests[2].{field}" in violated_fields(error)
+        assert f"requests[2].{field}" in bad_request_fields(error)
     assert count_under(svc, resource, items[0]) == 0
 
 
@@ -634,7 +630,7 @@ def test_batch_create_is_all_or_nothing(api: Any, svc: Any, case: str) -> None:
 def test_batch_create_size_out_of_range_is_invalid(api: Any, svc: Any, count: int) -> None:
     source = unique("gs://batch/")
     items = [api.sample("PatternRecognitionJob", source_uri=source)] * count
-    assert_invalid(lambda: svc("PatternRecognitionJob").batch_create(items), "requests", str(count))
+    assert_invalid(rpc_error(lambda: svc("PatternRecognitionJob").batch_create(items)), "requests", str(count))
     assert svc("PatternRecognitionJob").list(f'source_uri = "{source}"') == []
 
 
@@ -661,7 +657,7 @@ def test_deleting_a_parent_deletes_its_children(
 
     svc(parent).delete(getattr(doomed, key))
 
-    assert_code(lambda: svc(child).get(doomed.id), Code.NOT_FOUND)
+    refused(lambda: svc(child).get(doomed.id), Code.NOT_FOUND)
     for other_key, other_id in other_parents.items():
         assert svc(PARENT_OF[(child, other_key)]).exists(other_id), other_key
 
@@ -712,7 +708,7 @@ def test_deleting_a_training_job_clears_model_version_training_job_id(
     doomed = job.id if deleted == "TrainingJob" else getattr(job, key_to("TrainingJob", deleted))
     svc(deleted).delete(doomed)
 
-    assert_code(lambda: svc("TrainingJob").get(job.id), Code.NOT_FOUND)
+    refused(lambda: svc("TrainingJob").get(job.id), Code.NOT_FOUND)
     after = svc("ModelVersion").get(version.id)
     assert not after.HasField("training_job_id")
     assert unsaved_copy(after, updated_at=None, etag="") == unsaved_copy(
@@ -746,7 +742,7 @@ def test_unique_conflict_already_exists(
     taken = {column: getattr(first, column) for column in columns}
     duplicate = api.sample(resource, **taken)
 
-    assert_code(lambda: svc(resource).create(duplicate), Code.ALREADY_EXISTS, *columns)
+    refused(lambda: svc(resource).create(duplicate), Code.ALREADY_EXISTS, *columns)
 
     # The rule is scoped: the same values under another scope are accepted.
     scope, *rest = columns
@@ -782,10 +778,10 @@ def test_create_with_a_bad_parent(api: Any, svc: Any, resource: str, key: str, v
     if variant == "omitted":
         sample.ClearField(key)
 
-    error = assert_code(lambda: svc(resource).create(sample), code, key)
+    error = refused(lambda: svc(resource).create(sample), code, key)
 
     if code == Code.INVALID_ARGUMENT:
-        assert key in violated_fields(error)
+        assert key in bad_request_fields(error)
     if variant != "omitted":
         assert parent_id in error.details()
 
@@ -847,7 +843,7 @@ def test_create_with_an_invalid_inline_child_creates_nothing(
     parent, children = nested_parent(api, resource)
     setattr(getattr(parent, relation)[1], field, bad)
 
-    assert_invalid(lambda: svc(resource).create(parent), f"{relation}[1].{field}", f"{relation}[1]")
+    assert_invalid(rpc_error(lambda: svc(resource).create(parent)), f"{relation}[1].{field}", f"{relation}[1]")
 
     assert svc(resource).list(f'name = "{parent.name}"') == []
     assert svc(child).list(f'{marker} = "{getattr(children[0], marker)}"') == []
@@ -856,7 +852,7 @@ def test_create_with_an_invalid_inline_child_creates_nothing(
 def test_inline_child_with_another_parent_id_is_invalid(api: Any, svc: Any) -> None:
     parent, _ = nested_parent(api, "Dataset")
     parent.versions[0].dataset_id = api.create("Dataset").id
-    assert_invalid(lambda: svc("Dataset").create(parent), "versions[0].dataset_id")
+    assert_invalid(rpc_error(lambda: svc("Dataset").create(parent)), "versions[0].dataset_id")
     assert svc("Dataset").list(f'name = "{parent.name}"') == []
 
 
@@ -935,7 +931,7 @@ def test_create_with_an_invalid_value_is_invalid(
     api: Any, svc: Any, resource: str, values: dict[str, Any], field: str
 ) -> None:
     sample = api.sample(resource, **values)
-    assert_invalid(lambda: svc(resource).create(sample), field)
+    assert_invalid(rpc_error(lambda: svc(resource).create(sample)), field)
 
 
 UPDATABLE_INVALID = [case for case in INVALID_VALUES if "version" not in case[1]]
@@ -949,7 +945,7 @@ def test_update_to_an_invalid_value_is_invalid(
 ) -> None:
     created = api.create(resource)
     request = message(resource, id=created.id, **values)
-    assert_invalid(lambda: svc(resource).update(request, list(values)), field)
+    assert_invalid(rpc_error(lambda: svc(resource).update(request, list(values))), field)
     assert svc(resource).get(created.id) == created
 
 

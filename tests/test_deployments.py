@@ -12,13 +12,12 @@ from fractions import Fraction
 from typing import Any
 
 import grpc
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import message
-from domain_support import assert_illegal_move, assert_invalid, enum, get, refused, short, update
 from server.domain.deployments import scale
+from tests.support import assert_invalid, message, refused
+from tests.support.domain import assert_illegal_move, enum, get, short, update
 
 Code = grpc.StatusCode
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +23,8 @@ import models
 from server.app import create_server
 from server.config import Settings
 from server.domain import secrets as encryption
-from tests.conftest import RESOURCES
-from tests.conftest import message
-from tests.security_support import ROOT, SecuredServer, secured_server
+from tests.support import RESOURCES, ROOT, message, refused
+from tests.support.security import SecuredServer, secured_server
 
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.urlsafe_b64encode(b"B" * 32).decode().rstrip("=")  # urlsafe and unpadded are accepted too.
@@ -106,8 +106,6 @@ def test_a_secrets_value_that_is_not_an_object_is_encrypted_whole(server: Secure
 
 
 def test_batch_creates_and_upserts_encrypt_too(server: SecuredServer) -> None:
-    import uuid
-
     walt = server.api("walt")
     batch = walt.call("Workflow", "BatchCreateWorkflows", requests=[
         message("CreateWorkflowRequest", workflow=walt.sample("Workflow", config={"secrets": {"N": i}})) for i in range(3)])
@@ -153,11 +151,10 @@ def test_the_rotate_command_re_encrypts_everything_with_the_newest_key(
 
 def test_a_secret_cannot_be_written_without_a_key(server: SecuredServer, tmp_path) -> None:
     with secured_server(tmp_path, ROLES, encryption_keys=()) as keyless:
-        with pytest.raises(grpc.RpcError) as raised:
-            create(keyless, "walt", "Workflow", {"secrets": {"K": "v"}})
-        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "VERSATIL_ENCRYPTION_KEYS" in raised.value.details()
-        assert create(keyless, "walt", "Workflow", {"no": "secrets"}).config  # Other values need no key.
+        refused(lambda: create(keyless, "walt", "Workflow", {"secrets": {"K": "v"}}),
+                grpc.StatusCode.FAILED_PRECONDITION, "VERSATIL_ENCRYPTION_KEYS")
+        made = create(keyless, "walt", "Workflow", {"no": "secrets"})  # Other values need no key.
+        assert document("Workflow", made) == {"no": "secrets"} == stored("Workflow", made.id)
 
 
 def test_a_bad_key_is_refused_at_start(database_url: str) -> None:

@@ -13,13 +13,12 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from conftest import UPDATES, message, unique
-from tests.conftest import RESOURCES
+from tests.support import RESOURCES, UPDATES, message, rpc_error, unique
 
 # --------------------------------------------------------------------------- helpers
 
@@ -30,12 +29,6 @@ DETAIL_TYPES = (
     error_details_pb2.PreconditionFailure,
 )
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-
-
-def rpc_error(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call(*args, **kwargs)
-    return info.value
 
 
 def details(error: grpc.RpcError) -> dict[str, Message]:
@@ -478,6 +471,16 @@ def test_stale_etag_is_aborted(api, resource):
     assert_serving(api)
 
 
+def test_an_update_without_an_etag_makes_the_old_etag_stale(api: Any) -> None:
+    workflow = api.create("Workflow")
+    api.call("Workflow", "UpdateWorkflow", workflow=message("Workflow", id=workflow.id, description="a"),
+             update_mask={"paths": ["description"]})
+    stale = message("Workflow", id=workflow.id, description="b", etag=workflow.etag)
+    error = rpc_error(api.call, "Workflow", "UpdateWorkflow", workflow=stale, update_mask={"paths": ["description"]})
+    expect(error, grpc.StatusCode.ABORTED)
+    assert api.call("Workflow", "GetWorkflow", id=workflow.id).description == "a"
+
+
 @pytest.mark.parametrize("resource", ["Workflow", "Dataset", "Prediction"])
 def test_delete_with_stale_etag_is_aborted(api, resource):
     field, value = UPDATES[resource]
@@ -502,9 +505,11 @@ def test_delete_with_stale_etag_is_aborted(api, resource):
 def test_delete_unknown_id_with_allow_missing_is_not_an_error(api):
     missing = str(uuid.uuid4())
 
-    response = api.call("Dataset", "DeleteDataset", id=missing, allow_missing=True)
+    api.call("Dataset", "DeleteDataset", id=missing, allow_missing=True)
 
-    assert response == empty_pb2.Empty()
+    # Nothing was made under that id either.
+    _assert_resource_info(expect(rpc_error(api.call, "Dataset", "GetDataset", id=missing), grpc.StatusCode.NOT_FOUND),
+                          "Dataset", missing)
     assert_serving(api)
 
 

@@ -16,10 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from models import database
-from server.rpc import calls
 from server.core.errors import to_rpc_status, translate
-from tests.conftest import Api, message
-from tests.test_server_process import ROOT, _admin, scratch_url, served  # noqa: F401 (fixture)
+from server.rpc import calls
+from tests.support import Api, message, refused, rpc_error
+from tests.support.ops import ServerProcess, migrate, postmaster_pid, stop_embedded, unreachable
 
 BATCH = 20
 
@@ -88,9 +88,8 @@ def test_a_passed_deadline_cancels_the_sql(api: Api, database_url: str) -> None:
         locker.cursor().execute("SELECT 1 FROM workflows WHERE id = %s FOR UPDATE", (workflow.id,))
         update = message("UpdateWorkflowRequest", workflow=message("Workflow", id=workflow.id, description="after"),
                          update_mask={"paths": ["description"]})
-        with pytest.raises(grpc.RpcError) as expired:
-            api.stub("Workflow").UpdateWorkflow(update, timeout=0.5)
-        assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        expired = rpc_error(api.stub("Workflow").UpdateWorkflow, update, timeout=0.5)
+        assert expired.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
         def nothing_waits_on_the_lock() -> bool:
             with locker.cursor() as cursor:
@@ -105,37 +104,24 @@ def test_a_passed_deadline_cancels_the_sql(api: Api, database_url: str) -> None:
     assert api.call("Workflow", "GetWorkflow", id=workflow.id).description == "before"
 
 
-def test_health_follows_the_database(scratch_url: str) -> None:  # noqa: F811 (fixture)
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-m", "server.migrate", "up"], cwd=ROOT, check=True,
-                   env={**os.environ, "DATABASE_URL": scratch_url}, capture_output=True)
-    name = psycopg2.extensions.parse_dsn(scratch_url)["dbname"]
-    admin_url = scratch_url.replace(f"/{name}?", "/postgres?")
-    with served({"DATABASE_URL": scratch_url, "VERSATIL_WORKERS": "1"}) as (_, channel, _):
+@pytest.mark.slow
+def test_health_follows_the_database(database_url: str, scratch_url: str) -> None:
+    migrate(scratch_url)
+    with ServerProcess({"DATABASE_URL": scratch_url, "VERSATIL_WORKERS": "1"}) as server, server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
 
         def status() -> int:
             return health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
         assert status() == health_pb2.HealthCheckResponse.SERVING
-        _admin(admin_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
-               f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-        try:
+        with unreachable(database_url, scratch_url):
             assert _eventually(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
-            with pytest.raises(grpc.RpcError) as down:
-                Api(channel).call("Workflow", "GetWorkflow", id=str(uuid.uuid4()))
-            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-        finally:
-            _admin(admin_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            refused(lambda: Api(channel).call("Workflow", "GetWorkflow", id=str(uuid.uuid4())),
+                    grpc.StatusCode.UNAVAILABLE)
         assert _eventually(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _postmaster_pid(pgdata: Path) -> int:
-    return int((pgdata / "postmaster.pid").read_text().split()[0])
-
-
+@pytest.mark.slow
 def test_acknowledged_writes_survive_killing_the_embedded_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     pgdata = data_dir / "pg"
@@ -143,8 +129,7 @@ def test_acknowledged_writes_survive_killing_the_embedded_database(tmp_path: Pat
     acknowledged: list[int] = []
     failed: list[int] = []
     try:
-        with served(env) as (process, channel, _):
-            threading.Thread(target=process.stderr.read, daemon=True).start()  # Keep the log pipe drained.
+        with ServerProcess(env) as server, server.channel() as channel:
             api = Api(channel)
             first = api.create("Prediction")
             batches = api.stub("Prediction")
@@ -172,14 +157,14 @@ def test_acknowledged_writes_survive_killing_the_embedded_database(tmp_path: Pat
             writer.start()
             try:
                 assert _eventually(lambda: len(acknowledged) >= 20, 30)
-                killed = _postmaster_pid(pgdata)
+                killed = postmaster_pid(data_dir)
                 os.kill(killed, signal.SIGKILL)
                 before = len(acknowledged)
                 assert _eventually(lambda: len(acknowledged) >= before + 20, 60), "writes did not resume"
             finally:
                 stop.set()
                 writer.join(30)
-            assert _postmaster_pid(pgdata) != killed, "the embedded PostgreSQL was not restarted"
+            assert postmaster_pid(data_dir) != killed, "the embedded PostgreSQL was not restarted"
             url = f"postgresql://postgres@/versatil?host={pgdata.resolve()}"
             with psycopg2.connect(url) as connection, connection.cursor() as cursor:
                 cursor.execute("SELECT (input->>'batch')::float::int, count(*) FROM predictions "
@@ -187,15 +172,8 @@ def test_acknowledged_writes_survive_killing_the_embedded_database(tmp_path: Pat
                 stored = dict(cursor.fetchall())
             connection.close()
     finally:
-        _stop(pgdata)
+        stop_embedded(data_dir)
     assert failed, "the kill happened between two writes; nothing was in flight"
     assert all(stored.get(batch) == BATCH for batch in acknowledged), "an acknowledged batch was lost"
     assert all(stored.get(batch, 0) in (0, BATCH) for batch in failed), "a failed batch was half written"
 
-
-def _stop(pgdata: Path) -> None:
-    if (pgdata / "postmaster.pid").exists():
-        try:
-            os.kill(_postmaster_pid(pgdata), signal.SIGTERM)
-        except ProcessLookupError:
-            pass

@@ -48,9 +48,8 @@ from pgvector.peewee import VectorField
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 import models
-from conftest import message, unique
 from models import EnumField
-from tests.conftest import RESOURCES
+from tests.support import RESOURCES, message, unique
 
 # =========================================================================== helpers
 
@@ -785,6 +784,7 @@ TRICKY = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=st_case, page_size=st.sampled_from([1000, 1000, 7]))
 @example(case=TRICKY[0], page_size=1000)
@@ -872,6 +872,7 @@ def _call_code(api: Any, resource: str, filter_text: str) -> tuple[grpc.StatusCo
         return error.code(), [error.details() or ""]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(target=st.sampled_from(TARGETS), payload=st_attack, escaped=st.booleans())
 @example(target=TARGETS[0], payload="'; DROP TABLE model_versions; --", escaped=True)
@@ -922,6 +923,7 @@ def test_nul_character_in_a_literal(api: Any, data: Data, resource: str, filter_
     _tables_intact(api, data)
 
 
+@pytest.mark.slow
 def test_enough_filters_were_evaluated() -> None:
     """Runs after the properties (file order): at least 500 generated filters were checked."""
     if EVALUATED["filters"] == 0:

@@ -1,57 +1,44 @@
-"""The List filter language, first form (AIP-160): ``field = value`` joined by ``AND``.
+"""The List filter language (AIP-160): comparisons joined by AND, OR and NOT, typed by their field.
 
-Each literal is typed by the field it is compared with. Tests scope their
-lists to rows they made themselves (a unique value of their own, such as a
-``config.owner`` key, or a fresh parent id), so rows of other tests never match.
-``created_by`` is no such value: the server stamps it with the caller's principal,
-the same for every test of the session.
+The examples of API.md come first, then each kind of field (enums, strings, numbers, timestamps,
+ids and null), then errors, which name the field and the position (line:column) at fault. Each
+literal is typed by the field it is compared with. Tests scope their lists to rows they made
+themselves (a unique value of their own, such as a ``config.owner`` key, or a fresh parent id),
+so rows of other tests never match. ``created_by`` is no such value: the server stamps it with the
+caller's principal, the same for every test of the session.
 """
 from __future__ import annotations
 
 import datetime
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
-from grpc_status import rpc_status
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 import models
-from conftest import bad_request_fields, unique
-from tests.security_support import SecuredServer, secured_server
+from tests.support import RESOURCES, assert_invalid, list_all, message, rpc_error, unique
+from tests.support.domain import enum
+from tests.support.security import SecuredServer, secured_server
 
 # --------------------------------------------------------------------------- helpers
 
 UTC = datetime.timezone.utc
 
 
-def rpc_error(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call(*args, **kwargs)
-    return info.value
-
-
-def listed(api: Any, resource: str, filter_text: str, **fields: Any) -> list[str]:
+def listed(api: Any, resource: str, filter_text: str) -> list[str]:
     """Ids of every row matching ``filter_text`` (all pages)."""
-    plural = f"{resource[0].lower()}{re.sub(r'(?=[A-Z])', '_', resource[1:]).lower()}s"
-    found, token = [], ""
-    while True:
-        response = api.call(resource, f"List{resource}s", filter=filter_text, page_size=1000, page_token=token, **fields)
-        found += [item.id for item in getattr(response, plural)]
-        token = response.next_page_token
-        if not token:
-            return found
+    return [item.id for item in list_all(api, resource, filter_text, page_size=1000)]
 
 
-def invalid_filter(api: Any, resource: str, filter_text: str) -> str:
-    """The message of the INVALID_ARGUMENT a bad filter gets; checks its BadRequest."""
+def invalid_filter(api: Any, resource: str, filter_text: str, *contains: str) -> str:
+    """The message of the INVALID_ARGUMENT a bad filter gets, naming ``filter`` and holding ``contains``."""
     error = rpc_error(api.call, resource, f"List{resource}s", filter=filter_text)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    fields = bad_request_fields(error)
-    assert "filter" in fields, fields
-    return error.details()
+    return assert_invalid(error, "filter", *contains).details()
 
 
 def workflows(api: Any, *specs: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -71,6 +58,227 @@ def quote(text: str) -> str:
 
 def rfc3339(timestamp: Any) -> str:
     return timestamp.ToJsonString()
+
+
+def full(resource: str, **fields: Any) -> dict[str, Any]:
+    """``fields`` with short enum names (``status="RUNNING"``) turned into numbers."""
+    descriptor = RESOURCES[resource].message.DESCRIPTOR
+    return {
+        name: enum(resource, value, name)
+        if descriptor.fields_by_name[name].enum_type is not None and isinstance(value, str)
+        else value
+        for name, value in fields.items()
+    }
+
+
+def create(api: Any, resource: str, **fields: Any) -> Message:
+    """Create a sample ``resource`` (parents made as needed) with ``fields`` overriding it."""
+    return api.create(resource, **full(resource, **fields))
+
+
+def create_exact(api: Any, resource: str, **fields: Any) -> Message:
+    """Create exactly ``fields``: no sample values, so optional fields can stay unset (NULL)."""
+    request = {RESOURCES[resource].singular: message(resource, **full(resource, **fields))}
+    return api.call(resource, f"Create{resource}", **request)
+
+
+def stamp(moment: datetime.datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+def set_created_at(resource: str, resource_id: str, moment: datetime.datetime) -> None:
+    """created_at is output only: move it by hand to test time filters."""
+    model = RESOURCES[resource].model
+    with models.database.connection_context():
+        model.update(created_at=moment).where(model.id == uuid.UUID(resource_id)).execute()
+
+
+# --------------------------------------------------------------------------- the examples of API.md
+#
+# Each builder makes rows for one example and returns (scope, expected ids[, values]): the
+# example is ANDed with ``scope`` so only the builder's rows are listed; ``values`` fill in
+# placeholders of the example (ids only known once the rows exist).
+
+EXAMPLES: dict[str, tuple[str, str]] = {}
+BUILDERS: dict[str, Callable[[Any], tuple]] = {}
+
+
+def filter_example(name: str, resource: str, filter_text: str) -> Callable:
+    def register(builder: Callable[[Any], tuple]) -> Callable:
+        EXAMPLES[name] = (resource, filter_text)
+        BUILDERS[name] = builder
+        return builder
+
+    return register
+
+
+@filter_example("running-since", "TrainingJob", 'status = RUNNING AND created_at >= "2026-01-01T00:00:00Z"')
+def _running_since(api: Any) -> tuple[str, set[str]]:
+    experiment = create(api, "Experiment")
+    dataset = create(api, "Dataset", workflow_id=experiment.workflow_id)
+
+    def job(status: str, created: datetime.datetime | None = None) -> str:
+        made = create(api, "TrainingJob", experiment_id=experiment.id, dataset_id=dataset.id, status=status).id
+        if created is not None:
+            set_created_at("TrainingJob", made, created)
+        return made
+
+    recent = job("RUNNING")
+    exactly = job("RUNNING", datetime.datetime(2026, 1, 1, tzinfo=UTC))
+    job("RUNNING", datetime.datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    job("QUEUED")
+    job("SUCCEEDED", datetime.datetime(2026, 3, 1, tzinfo=UTC))
+    return f'experiment_id = "{experiment.id}"', {recent, exactly}
+
+
+class PredictionsOf:
+    """Predictions under one fresh endpoint."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.endpoint = create(api, "Endpoint")
+        self.version = create(api, "ModelVersion", model_id=self.endpoint.model_id)
+        self.scope = f'endpoint_id = "{self.endpoint.id}"'
+
+    def add(self, **fields: Any) -> str:
+        return create_exact(
+            self.api, "Prediction", endpoint_id=self.endpoint.id, model_version_id=self.version.id,
+            input={"x": 1}, **fields,
+        ).id
+
+
+@filter_example("not-latency", "Prediction", "NOT (latency > 500)")
+def _not_latency(api: Any) -> tuple[str, set[str]]:
+    p = PredictionsOf(api)
+    kept = {p.add(latency=100), p.add(latency=500), p.add(latency=0)}
+    p.add(latency=501)
+    p.add(latency=900)
+    return p.scope, kept
+
+
+@filter_example("name-wildcard", "Model", 'name = "resnet*"')
+def _name_wildcard(api: Any) -> tuple[str, set[str]]:
+    workflow = create(api, "Workflow")
+    names = {name: create(api, "Model", workflow_id=workflow.id, name=name).id
+             for name in ["resnet50", "resnet", "resnet_v2", "myresnet", "ResNet50", "resne"]}
+    return f'workflow_id = "{workflow.id}"', {names["resnet50"], names["resnet"], names["resnet_v2"]}
+
+
+@filter_example("confidence-or-failed", "Prediction", "(confidence < 0.5) OR (status = FAILED)")
+def _confidence_or_failed(api: Any) -> tuple[str, set[str]]:
+    p = PredictionsOf(api)
+    kept = {
+        p.add(confidence=0.3, status="COMPLETED"),
+        p.add(confidence=0.7, status="FAILED"),
+        p.add(status="FAILED"),  # no confidence: unknown OR true is true
+        p.add(confidence=0.0, status="PENDING"),
+    }
+    p.add(confidence=0.7, status="COMPLETED")
+    p.add(confidence=0.5, status="PENDING")
+    p.add(status="COMPLETED")  # no confidence: unknown OR false is unknown
+    return p.scope, kept
+
+
+@filter_example("completed-at-null", "Prediction", "completed_at = null")
+def _completed_at_null(api: Any) -> tuple[str, set[str]]:
+    p = PredictionsOf(api)
+    kept = {p.add(status="PENDING"), p.add(status="PENDING", latency=3)}
+    # (the service stamps completed_at on COMPLETED and FAILED predictions)
+    p.add(status="COMPLETED", completed_at=stamp(datetime.datetime(2026, 2, 1, tzinfo=UTC)))
+    p.add(status="FAILED")
+    return p.scope, kept
+
+
+@filter_example("status-in", "TrainingJob", "status IN (RUNNING, QUEUED)")
+def _status_in(api: Any) -> tuple[str, set[str]]:
+    experiment = create(api, "Experiment")
+    dataset = create(api, "Dataset", workflow_id=experiment.workflow_id)
+    jobs = {status: create(api, "TrainingJob", experiment_id=experiment.id, dataset_id=dataset.id, status=status).id
+            for status in ["RUNNING", "QUEUED", "PENDING", "FAILED", "SUCCEEDED"]}
+    return f'experiment_id = "{experiment.id}"', {jobs["RUNNING"], jobs["QUEUED"]}
+
+
+@filter_example("config-framework", "Workflow", 'config.framework = "pytorch"')
+def _config_framework(api: Any) -> tuple[str, set[str]]:
+    owner = unique("owner")
+    configs = [{"framework": "pytorch", "gpus": 2}, {"framework": "tensorflow"}, {}, {"framework": "PyTorch"},
+               {"framework": 1}, {"framework": None}, {"other": {"framework": "pytorch"}}]
+    made = [create(api, "Workflow", description=owner, config=config).id for config in configs]
+    return f'description = "{owner}"', {made[0]}
+
+
+@filter_example("metrics-accuracy", "ModelVersion", "metrics.accuracy > 0.9")
+def _metrics_accuracy(api: Any) -> tuple[str, set[str]]:
+    model = create(api, "Model")
+    metrics = [{"accuracy": 0.95}, {"accuracy": 1}, {"accuracy": 0.9}, {"accuracy": 0.5}, {"accuracy": "0.99"},
+               {}, {"accuracy": None}, {"accuracy": True}, {"loss": 0.95}]
+    made = [create(api, "ModelVersion", model_id=model.id, metrics=m).id for m in metrics]
+    return f'model_id = "{model.id}"', {made[0], made[1]}
+
+
+@filter_example("model-framework", "ModelVersion", "model.framework = PYTORCH")
+def _model_framework(api: Any) -> tuple[str, set[str]]:
+    workflow = create(api, "Workflow")
+    torch = create(api, "Model", workflow_id=workflow.id, framework="PYTORCH")
+    flow = create(api, "Model", workflow_id=workflow.id, framework="TENSORFLOW")
+    kept = {create(api, "ModelVersion", model_id=torch.id).id for _ in range(2)}
+    create(api, "ModelVersion", model_id=flow.id)
+    return f'model_id IN ("{torch.id}", "{flow.id}")', kept
+
+
+@filter_example("experiment-workflow", "TrainingJob", 'experiment.workflow_id = "{workflow}"')
+def _experiment_workflow(api: Any) -> tuple[str, set[str], dict[str, str]]:
+    first = create(api, "Workflow")
+    second = create(api, "Workflow")
+    dataset = create(api, "Dataset", workflow_id=first.id)
+    mine = create(api, "Experiment", workflow_id=first.id)
+    theirs = create(api, "Experiment", workflow_id=second.id)
+    kept = {create(api, "TrainingJob", experiment_id=mine.id, dataset_id=dataset.id).id for _ in range(2)}
+    create(api, "TrainingJob", experiment_id=theirs.id, dataset_id=dataset.id)
+    return f'dataset_id = "{dataset.id}"', kept, {"workflow": first.id}
+
+
+@filter_example("deployments-deployed", "Endpoint", "deployments.status = DEPLOYED")
+def _deployments_deployed(api: Any) -> tuple[str, set[str]]:
+    model = create(api, "Model")
+    version = create(api, "ModelVersion", model_id=model.id)
+
+    def endpoint(*statuses: str) -> str:
+        made = create(api, "Endpoint", model_id=model.id).id
+        for status in statuses:
+            create(api, "Deployment", endpoint_id=made, model_version_id=version.id, status=status)
+        return made
+
+    kept = {endpoint("DEPLOYED", "FAILED"), endpoint("DEPLOYED")}
+    endpoint("PENDING", "UNDEPLOYED")
+    endpoint()
+    return f'model_id = "{model.id}"', kept
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_filter_example(api: Any, database_url: str, name: str) -> None:
+    resource, filter_text = EXAMPLES[name]
+    scope, want, *values = BUILDERS[name](api)
+    if values:  # ids only known once the rows exist
+        filter_text = filter_text.format(**values[0])
+    got = listed(api, resource, f"({filter_text}) AND {scope}")
+    assert got, f"{filter_text} selects nothing"
+    assert sorted(got) == sorted(want), filter_text
+    # The scope alone lists more rows: the example really filtered.
+    assert len(listed(api, resource, scope)) > len(want)
+
+
+def test_filter_examples_cover_api_md() -> None:
+    written = {text for _, text in EXAMPLES.values()}
+    for text in [
+        'status = RUNNING AND created_at >= "2026-01-01T00:00:00Z"', "NOT (latency > 500)", 'name = "resnet*"',
+        "(confidence < 0.5) OR (status = FAILED)", "completed_at = null", "status IN (RUNNING, QUEUED)",
+        'config.framework = "pytorch"', "metrics.accuracy > 0.9", "model.framework = PYTORCH",
+        "deployments.status = DEPLOYED",
+    ]:
+        assert text in written
 
 
 # --------------------------------------------------------------------------- enums
@@ -155,6 +363,42 @@ def test_string_comparison_is_exact_and_case_sensitive(api):
     assert listed(api, "Workflow", f'{scope} AND name = "Nightly"') == [upper.id]
     assert listed(api, "Workflow", f'{scope} AND name = "nightly"') == [lower.id]
     assert listed(api, "Workflow", f'{scope} AND name = "Night"') == []
+
+
+# --------------------------------------------------------------------------- literal * % _ \
+
+
+NAMES = ["a*b", "axb", "ab", "50%off", "50xoff", "a_c", "abc", "back\\slash", "backxslash"]
+
+
+@pytest.fixture(scope="module")
+def named_models(api: Any) -> tuple[str, dict[str, str]]:
+    workflow = create(api, "Workflow")
+    made = {name: create(api, "Model", workflow_id=workflow.id, name=name).id for name in NAMES}
+    return f'workflow_id = "{workflow.id}"', made
+
+
+@pytest.mark.parametrize(
+    "filter_text, wanted",
+    [
+        (r'name = "a\*b"', ["a*b"]),  # \* is a literal star
+        (r'name != "a\*b"', [n for n in NAMES if n != "a*b"]),
+        ('name = "a*b"', ["a*b", "axb", "ab"]),  # * is the wildcard
+        ('name = "50%off"', ["50%off"]),  # % is literal ...
+        ('name = "50%*"', ["50%off"]),  # ... also next to a wildcard
+        ('name = "a_c"', ["a_c"]),  # _ is literal ...
+        ('name = "a_*"', ["a_c"]),  # ... also next to a wildcard
+        ('name = "*_*"', ["a_c"]),
+        ('name = "*%*"', ["50%off"]),
+        (r'name = "back\\slash"', ["back\\slash"]),  # an escaped backslash
+        (r'name = "*\\*"', ["back\\slash"]),
+        (r'name IN ("a*b", "ab")', ["a*b", "ab"]),
+    ],
+)
+def test_literal_special_characters(api: Any, named_models: tuple[str, dict[str, str]], filter_text: str, wanted: list[str]) -> None:
+    scope, made = named_models
+    got = listed(api, "Model", f"({filter_text}) AND {scope}")
+    assert sorted(got) == sorted(made[name] for name in wanted), filter_text
 
 
 # --------------------------------------------------------------------------- numbers
@@ -455,6 +699,39 @@ def test_syntax_error(api, filter_text):
     assert 1 <= column <= len(lines[line - 1]) + 1, text
 
 
+def test_unknown_field_names_field_resource_and_position(api: Any) -> None:
+    invalid_filter(api, "Dataset", "foo = 1", 'unknown field "foo" on Dataset at 1:1')
+    invalid_filter(api, "Dataset", 'size > 1 AND bar = "x"', 'unknown field "bar" on Dataset at 1:14')
+
+
+@pytest.mark.parametrize(
+    "resource, filter_text, field, literal",
+    [
+        ("Dataset", 'size = "big"', "size", '"big"'),
+        ("Dataset", "name = 5", "name", "5"),
+        ("Dataset", "created_at >= 2026", "created_at", "2026"),
+        ("Dataset", 'created_at >= "yesterday"', "created_at", '"yesterday"'),
+        ("Dataset", "type = NOPE", "type", "NOPE"),
+        ("Dataset", 'name = "x" AND size = "y"', "size", '"y"'),
+        ("Dataset", 'workflow_id = "not-a-uuid"', "workflow_id", '"not-a-uuid"'),
+        ("Prediction", 'confidence < "high"', "confidence", '"high"'),
+        ("Prediction", "latency > 1.5", "latency", "1.5"),
+        ("TrainingJob", "(status = RUNNING) OR (status = 7)", "status", "7"),
+    ],
+)
+def test_wrong_type_names_field_and_position(api: Any, resource: str, filter_text: str, field: str, literal: str) -> None:
+    column = filter_text.index(literal, filter_text.index(field)) + 1
+    invalid_filter(api, resource, filter_text, field, f"at 1:{column}")
+
+
+@pytest.mark.parametrize(
+    "filter_text, position",
+    [("size = ", "1:"), ("size = 1 AND", "1:"), ("(size = 1", "1:"), ("size == 1", "1:"), ("size = 1 OR OR size = 2", "1:")],
+)
+def test_syntax_errors_are_invalid_with_a_position(api: Any, filter_text: str, position: str) -> None:
+    invalid_filter(api, "Dataset", filter_text, position)
+
+
 # --------------------------------------------------------------------------- injection-looking input
 
 
@@ -483,6 +760,9 @@ def test_injection_is_a_harmless_literal(api, name):
         assert models.Workflow.select().where(models.Workflow.config["owner"] == owner).count() == 2
 
 
+# --------------------------------------------------------------------------- odd input, never an internal error
+
+
 def test_nul_character_in_a_literal_is_not_an_internal_error(api):
     scope, _ = workflows(api, {})
     try:
@@ -491,3 +771,21 @@ def test_nul_character_in_a_literal_is_not_an_internal_error(api):
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
     else:
         assert found == []
+
+
+@pytest.mark.parametrize(
+    "resource, filter_text",
+    [
+        ("ModelVersion", "metrics.accuracy > 1e400"),
+        ("ModelVersion", "metrics.accuracy = 1e-400"),
+        ("ModelVersion", "size > 99999999999999999999"),
+        ("Prediction", "latency = 99999999999"),
+        ("Prediction", "confidence < 1e400"),
+        ("Prediction", "confidence > -1e400"),
+    ],
+)
+def test_extreme_numbers_are_not_an_internal_error(api: Any, resource: str, filter_text: str) -> None:
+    try:
+        api.call(resource, f"List{resource}s", filter=filter_text, page_size=1)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())

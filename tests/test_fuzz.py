@@ -1,4 +1,4 @@
-"""Fuzz test (issue 6): random and malformed requests to every RPC of every service.
+"""Fuzz test: random and malformed requests to every RPC of every service.
 
 For every RPC the server registers, Hypothesis sends
 
@@ -55,12 +55,13 @@ from hypothesis import strategies as st
 from peewee import ForeignKeyField
 
 import models
+from tests.support import RESOURCES, UPDATES, message
 import versatil.ml.v1 as package
-from conftest import UPDATES, message
-from tests.conftest import RESOURCES
+from versatil.ml.v1 import resources_pb2
+
+pytestmark = pytest.mark.slow
 
 resource_of = RESOURCES.of_model
-from versatil.ml.v1 import resources_pb2
 
 BYTES_EXAMPLES = int(os.environ.get("FUZZ_BYTES_EXAMPLES", "8"))
 MESSAGE_EXAMPLES = int(os.environ.get("FUZZ_MESSAGE_EXAMPLES", "20"))

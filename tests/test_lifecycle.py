@@ -6,7 +6,6 @@ UpdateX naming status. Every illegal move is FAILED_PRECONDITION naming both sta
 """
 from __future__ import annotations
 
-import datetime
 import itertools
 import uuid
 from typing import Any
@@ -15,8 +14,8 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from conftest import message
-from domain_support import assert_illegal_move, assert_invalid, enum, get, moment, recent, refused, short, update
+from tests.support import assert_invalid, message, refused
+from tests.support.domain import assert_illegal_move, enum, get, moment, recent, short, update
 
 Code = grpc.StatusCode
 
@@ -299,4 +298,7 @@ def test_deleting_what_serves_it_returns_the_version_to_its_status(api: Any, del
     else:
         assert version_status(api, version) == "VALIDATED"
     assert version_status(api, other_version) == ("DEPLOYED" if deleted == "Deployment" else "TRAINED")
-    assert cross.model_version_id == other_version.id
+    if deleted == "Deployment":  # Only the one deployment went.
+        assert get(api, "Deployment", cross.id).model_version_id == other_version.id
+    else:  # The cross deployment went with its endpoint.
+        refused(lambda: get(api, "Deployment", cross.id), Code.NOT_FOUND)

@@ -17,8 +17,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from conftest import message
-from domain_support import assert_invalid, refused
+from tests.support import assert_invalid, message, refused
 from versatil.ml.v1 import lineage_service_pb2 as pb
 from versatil.ml.v1 import lineage_service_pb2_grpc
 

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import models
 from server.ops import metrics
-from tests.conftest import Api, message
-from tests.ops_support import ROOT, ServerProcess, migrate, scratch_database, unreachable
+from tests.support import Api, message, refused, rpc_error
+from tests.support.ops import ServerProcess, migrate, scratch_database, unreachable
 
 WORKFLOWS = {"grpc_type": "unary", "grpc_service": "versatil.ml.v1.WorkflowService"}
 
@@ -46,12 +46,10 @@ def exporter() -> Iterator[str]:
 def test_rpcs_are_counted_by_method_and_code_and_timed(api: Api, exporter: str) -> None:
     before = scrape(exporter)
     workflow = api.create("Workflow")
-    with pytest.raises(grpc.RpcError):
-        api.call("Workflow", "GetWorkflow", id="not-a-uuid")
+    refused(lambda: api.call("Workflow", "GetWorkflow", id="not-a-uuid"), grpc.StatusCode.INVALID_ARGUMENT)
     stale = message("Workflow", id=workflow.id, description="x", etag="stale")
-    with pytest.raises(grpc.RpcError) as conflict:
-        api.call("Workflow", "UpdateWorkflow", workflow=stale, update_mask={"paths": ["description"]})
-    assert conflict.value.code() == grpc.StatusCode.ABORTED
+    refused(lambda: api.call("Workflow", "UpdateWorkflow", workflow=stale, update_mask={"paths": ["description"]}),
+            grpc.StatusCode.ABORTED)
     after = scrape(exporter)
 
     def delta(name: str, **labels: str) -> float:
@@ -86,6 +84,7 @@ def test_pool_gauges_are_read_at_scrape_time(api: Api, exporter: str) -> None:
     assert value(after, "versatil_db_pool_connections", state="idle") == idle_before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_url: str, workers: int) -> None:
     """One process, or several workers whose samples the parent sums on one port."""
@@ -104,8 +103,7 @@ def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_u
                                         request_serializer=lambda m: m.SerializeToString())(request, **kwargs)
 
             for _ in range(calls):
-                with pytest.raises(grpc.RpcError):
-                    get()
+                rpc_error(get)
             samples = scrape(address)
             assert value(samples, "grpc_server_handled_total", **WORKFLOWS,
                          grpc_method="GetWorkflow", grpc_code="NOT_FOUND") == calls
@@ -117,9 +115,7 @@ def test_the_server_serves_metrics_and_counts_an_unreachable_database(database_u
             assert not [name for name, _ in samples if name.endswith("_created")]
 
             with unreachable(database_url, url):
-                with pytest.raises(grpc.RpcError) as down:
-                    get(timeout=30)
-                assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert rpc_error(get, timeout=30).code() == grpc.StatusCode.UNAVAILABLE
                 samples = scrape(address)
             assert value(samples, "versatil_db_errors_total", code="UNAVAILABLE") == 1
             assert value(samples, "grpc_server_handled_total", **WORKFLOWS,

@@ -4,11 +4,8 @@ Each test works in a database of its own on the session's embedded PostgreSQL.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg2
-import psycopg2.extensions
 import pytest
 from playhouse.migrations import Runner
 from playhouse.postgres_ext import PostgresqlExtDatabase
@@ -16,6 +13,9 @@ from playhouse.schema_diff import diff_models
 
 import models
 from server.ops.database import MIGRATIONS_DIR
+from tests.support.ops import peewee_database, scratch_database
+
+pytestmark = pytest.mark.slow
 
 HISTORY_TABLE = "schema_migration"
 
@@ -42,29 +42,12 @@ ORDER BY 1, 2, 3
 @pytest.fixture
 def fresh_database(database_url: str) -> Iterator[PostgresqlExtDatabase]:
     """An empty database beside the session's, dropped afterwards."""
-    name = f"scratch_{uuid.uuid4().hex[:12]}"
-    _admin(database_url, f'CREATE DATABASE "{name}"')
-    database = _database_at(database_url, name)
-    try:
-        yield database
-    finally:
-        database.close()
-        _admin(database_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _database_at(url: str, name: str | None = None) -> PostgresqlExtDatabase:
-    params = psycopg2.extensions.parse_dsn(url)
-    default = params.pop("dbname")
-    return PostgresqlExtDatabase(name or default, **params)
-
-
-def _admin(url: str, sql: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(sql)
-    finally:
-        connection.close()
+    with scratch_database(database_url) as url:
+        database = peewee_database(url)
+        try:
+            yield database
+        finally:
+            database.close()
 
 
 def _snapshot(database: PostgresqlExtDatabase) -> list[tuple[str, str, str]]:
@@ -76,7 +59,7 @@ def _tables(database: PostgresqlExtDatabase) -> set[str]:
 
 
 def test_migrations_build_what_models_declare(database_url: str, fresh_database: PostgresqlExtDatabase) -> None:
-    migrated = _database_at(database_url)
+    migrated = peewee_database(database_url)
     with migrated.bind_ctx(models.ALL_MODELS):
         assert not diff_models(migrated, list(models.ALL_MODELS)), "Peewee's schema diff found drift"
         from_migrations = _snapshot(migrated)

@@ -11,7 +11,7 @@ import models
 from models import IdempotencyKey, utc_now
 from server.config import Settings
 from server.methods import idempotency
-from tests.security_support import secured_server
+from tests.support.security import secured_server
 
 
 def _claims(*ages: datetime.timedelta) -> list[uuid.UUID]:

@@ -1,8 +1,6 @@
 """``make reset``: drop and re-migrate; the embedded database always, a shared one only when forced."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -10,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from server.ops import database as db
-from tests.ops_support import ROOT, admin, migrate, run_module, scratch_database
+from tests.support import ROOT
+from tests.support.ops import admin, migrate, run_module, scratch_database, stop_embedded
 
 
 def _add_workflow(url: str) -> str:
@@ -30,6 +29,7 @@ def _pending(env: dict[str, str]) -> list[str]:
     return [line for line in status.stdout.splitlines() if line.endswith("pending")]
 
 
+@pytest.mark.slow
 def test_reset_refuses_a_shared_database_unless_forced(database_url: str) -> None:
     with scratch_database(database_url) as url:
         migrate(url)
@@ -48,6 +48,7 @@ def test_reset_refuses_a_shared_database_unless_forced(database_url: str) -> Non
         assert _pending(env) == []
 
 
+@pytest.mark.slow
 def test_reset_drops_and_remigrates_the_embedded_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     url = db.start_embedded(data_dir)  # Kept running by this process between the commands.
@@ -63,9 +64,7 @@ def test_reset_drops_and_remigrates_the_embedded_database(tmp_path: Path) -> Non
         assert not admin(url, "SELECT 1 FROM pg_tables WHERE tablename = 'leftover'")
         assert _pending(env) == []
     finally:
-        pid_file = data_dir / "pg" / "postmaster.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        stop_embedded(data_dir)
 
 
 @pytest.mark.parametrize(("force", "flag"), [("", False), ("1", True)])

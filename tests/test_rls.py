@@ -17,10 +17,10 @@ import psycopg2
 import pytest
 
 import models
-from server.ops import database as db
 from server.core.principal import Caller, Role, acting_as
-from tests.conftest import message
-from tests.security_support import SecuredServer, add_token, secured_server
+from server.ops import database as db
+from tests.support import message, refused
+from tests.support.security import SecuredServer, add_token, secured_server
 from versatil.ml.v1 import common_pb2
 
 Code = grpc.StatusCode
@@ -86,9 +86,7 @@ def test_another_principals_prediction_does_not_exist_for_the_caller(server: Sec
         lambda: alice.call("Prediction", "BatchGetPredictions", ids=[made["alice"][0].id, theirs.id]),
         lambda: alice.call("Prediction", "UpdatePrediction", prediction=message("Prediction", id=theirs.id, latency=1)),
     ):
-        with pytest.raises(grpc.RpcError) as raised:
-            call()
-        assert raised.value.code() == Code.NOT_FOUND
+        refused(call, Code.NOT_FOUND)
     assert server.api("bob").call("Prediction", "GetPrediction", id=theirs.id).latency == 7
     assert server.api("ada").call("Prediction", "GetPrediction", id=theirs.id) == theirs
 

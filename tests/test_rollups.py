@@ -9,28 +9,25 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import random
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import peewee
-import psycopg2
-import psycopg2.extensions
 import pytest
 from playhouse.migrations import Runner
-from psycopg2.errorcodes import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
 from playhouse.postgres_ext import PostgresqlExtDatabase
+from psycopg2.errorcodes import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
 
 import models
-from conftest import message
 from server.core.limits import Limits
+from server.ops.database import MIGRATIONS_DIR
 from server.stats.plan import plan_of
 from server.stats.query import respond, stats_query
 from server.stats.rollup import rollup_source
-from server.ops.database import MIGRATIONS_DIR
-from tests.conftest import RESOURCES
-from stats_support import UTC, aggregation, bucket, groups, insert_predictions, prediction_values
+from tests.support import RESOURCES, message
+from tests.support.ops import peewee_database, scratch_database
+from tests.support.stats import UTC, aggregation, bucket, groups, insert_predictions, prediction_values
 from versatil.ml.v1 import common_pb2
 
 PREDICTION = RESOURCES["Prediction"]
@@ -188,6 +185,7 @@ def write_randomly(api: Any, world: dict[str, Any], rng: random.Random) -> None:
                 P.insert_many([prediction_values(random_row(rng, world)) for _ in range(rng.randint(1, 30))]).execute()
 
 
+@pytest.mark.slow
 def test_rollup_stays_exact_through_random_writes(api, world):
     rng = random.Random(20310502)
     insert_predictions(world["endpoints"][0], world["versions"][0], [random_row(rng, world) for _ in range(300)])
@@ -212,6 +210,7 @@ def test_rollup_stays_exact_through_random_writes(api, world):
         assert not Rollup.select().where(gone).exists()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_keep_the_rollup_exact(api, world):
     """Writers of the same groups at once: the locks make them queue, never lose a change."""
 
@@ -302,29 +301,16 @@ ENDPOINTS, DAYS, PER_ENDPOINT_DAY = 40, 60, 25  # 60,000 predictions
 @pytest.fixture(scope="module")
 def big(database_url: str) -> Iterator[PostgresqlExtDatabase]:
     """A database of its own, migrated, with 60,000 predictions over 40 endpoints and 60 days."""
-    name = f"stats_explain_{uuid.uuid4().hex[:10]}"
-    params = psycopg2.extensions.parse_dsn(database_url)
-    _admin(database_url, f'CREATE DATABASE "{name}"')
-    params.pop("dbname")
-    database = PostgresqlExtDatabase(name, **params)
-    try:
-        Runner(database, directory=str(MIGRATIONS_DIR)).up()
-        database.execute_sql(BIG_DATA, (ENDPOINTS, DAYS, DAYS * PER_ENDPOINT_DAY))
-        database.execute_sql("VACUUM ANALYZE predictions")
-        database.execute_sql("VACUUM ANALYZE prediction_hourly_rollups")
-        yield database
-    finally:
-        database.close()
-        _admin(database_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, sql: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(sql)
-    finally:
-        connection.close()
+    with scratch_database(database_url) as url:
+        database = peewee_database(url)
+        try:
+            Runner(database, directory=str(MIGRATIONS_DIR)).up()
+            database.execute_sql(BIG_DATA, (ENDPOINTS, DAYS, DAYS * PER_ENDPOINT_DAY))
+            database.execute_sql("VACUUM ANALYZE predictions")
+            database.execute_sql("VACUUM ANALYZE prediction_hourly_rollups")
+            yield database
+        finally:
+            database.close()
 
 
 BIG_DATA = """
@@ -362,6 +348,7 @@ DAILY = {"time_bucket": bucket("created_at", "DAY", "Europe/Paris"), "extra": 'c
 PERCENTILES = {"group_by": ["status"], "aggregations": [aggregation("PERCENTILE", "latency", fraction=0.99)]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", [PER_ENDPOINT, DAILY, PERCENTILES], ids=["per-endpoint", "daily", "percentiles"])
 def test_prediction_stats_of_one_endpoint_read_the_covering_index(big, fields):
     plan = explain(big, dict(fields), use_rollup=False)
@@ -369,6 +356,7 @@ def test_prediction_stats_of_one_endpoint_read_the_covering_index(big, fields):
     assert "Index Only Scan using predictions_endpoint_id_created_at" in plan, plan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", [PER_ENDPOINT, DAILY], ids=["per-endpoint", "daily"])
 def test_the_rollup_is_read_by_its_key(big, fields):
     plan = explain(big, dict(fields), use_rollup=True)

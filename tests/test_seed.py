@@ -1,7 +1,11 @@
 """``make seed`` loads a realistic sample, and loading it again changes nothing."""
+import pytest
+
 from server import seed
 from server.core.limits import Limits
-from tests.conftest import RESOURCES
+from tests.support import RESOURCES
+
+pytestmark = pytest.mark.slow
 
 
 def test_seed_is_complete_and_idempotent(rows) -> None:

@@ -14,13 +14,12 @@ import grpc
 import pytest
 
 import models
-from conftest import bad_request_fields
 from server.core.errors import InvalidArgument
 from server.core.limits import Limits
-from server.stats.plan import plan_of
 from server.core.resource import Catalog, StatsFields
-from tests.conftest import RESOURCES
-from stats_support import aggregation, at, bucket, groups, insert_predictions, stats
+from server.stats.plan import plan_of
+from tests.support import RESOURCES, bad_request_fields, refused
+from tests.support.stats import aggregation, at, bucket, groups, insert_predictions, stats
 from versatil.ml.v1 import common_pb2
 
 # Endpoint A's predictions: (created_at UTC, latency, confidence, status, created_by). Jan 6 and 13
@@ -71,10 +70,7 @@ def values(api: Any, fleet: dict[str, str], *aggregations: common_pb2.Aggregatio
 
 def invalid(api: Any, resource: str, **fields: Any) -> tuple[str, list[str]]:
     """The message and BadRequest fields of the INVALID_ARGUMENT the request gets."""
-    with pytest.raises(grpc.RpcError) as info:
-        stats(api, resource, **fields)
-    error = info.value
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+    error = refused(lambda: stats(api, resource, **fields), grpc.StatusCode.INVALID_ARGUMENT)
     return error.details(), bad_request_fields(error)
 
 
@@ -419,9 +415,7 @@ def test_invalid_requests(api, resource, fields, field, words):
 
 def test_garbage_bytes_are_invalid_argument(api, channel):
     call = channel.unary_unary("/versatil.ml.v1.PredictionService/GetPredictionStats")
-    with pytest.raises(grpc.RpcError) as info:
-        call(b"\xff\xff\xff")
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused(lambda: call(b"\xff\xff\xff"), grpc.StatusCode.INVALID_ARGUMENT)
 
 
 def test_filter_values_never_become_sql(api, fleet):

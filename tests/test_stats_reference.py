@@ -33,8 +33,8 @@ import models
 from server.core.limits import Limits
 from server.stats.plan import BUCKET_START, DEFAULT_LIMIT, plan_of
 from server.stats.rollup import rollup_source
-from tests.conftest import RESOURCES
-from stats_support import UTC, aggregation, bucket, groups, insert_predictions
+from tests.support import RESOURCES
+from tests.support.stats import UTC, aggregation, bucket, groups, insert_predictions
 from versatil.ml.v1 import common_pb2
 
 EXAMPLES = 300
@@ -398,6 +398,7 @@ def assert_matches(got: list[dict[str, Any]], expected: list[dict[str, Any]], re
         assert same, (one, other, request)
 
 
+@pytest.mark.slow
 def test_random_requests_match_the_reference(api, fleet):
     ran = {"rollup": 0, "raw": 0}
 

@@ -2,24 +2,22 @@
 
     job = api.create("TrainingJob", status=enum("TrainingJob", "RUNNING"))
     moved = update(api, "TrainingJob", job.id, status=enum("TrainingJob", "SUCCEEDED"))
-    error = refused(lambda: update(api, "TrainingJob", job.id, status=...), grpc.StatusCode.FAILED_PRECONDITION)
+    error = refused(lambda: update(api, "TrainingJob", job.id, status=enum("TrainingJob", "RUNNING")),
+                    grpc.StatusCode.FAILED_PRECONDITION)
+    assert_illegal_move(error, "SUCCEEDED", "RUNNING")    # refused is tests.support's
 """
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from conftest import message
 from server.core.codec import enum_prefix
-from tests.conftest import RESOURCES
+from tests.support import RESOURCES, error_details, error_info, message
 
 
 def enum(resource: str, short: str, field: str = "status") -> int:
@@ -48,39 +46,13 @@ def get(api: Any, resource: str, resource_id: str) -> Message:
     return api.call(resource, f"Get{resource}", id=resource_id)
 
 
-def refused(call: Callable[[], Any], code: grpc.StatusCode) -> grpc.RpcError:
-    """The error ``call`` fails with, which must have ``code`` and a google.rpc.Status."""
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    error = info.value
-    assert error.code() == code, (error.code(), error.details())
-    assert rpc_status.from_call(error) is not None
-    return error
-
-
-def detail(error: grpc.RpcError, kind: type[Message]) -> Message | None:
-    for packed in rpc_status.from_call(error).details:
-        if packed.Is(kind.DESCRIPTOR):
-            found = kind()
-            packed.Unpack(found)
-            return found
-    return None
-
-
 def assert_illegal_move(error: grpc.RpcError, before: str, after: str) -> None:
     """FAILED_PRECONDITION naming both states, with its reason and the transition as details."""
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, (error.code(), error.details())
     assert f"from {before} to {after}" in error.details(), error.details()
-    info = detail(error, error_details_pb2.ErrorInfo)
-    assert info is not None and info.reason == "ILLEGAL_STATE_TRANSITION"
-    failure = detail(error, error_details_pb2.PreconditionFailure)
-    assert failure is not None and failure.violations[0].description == f"{before} -> {after}"
-
-
-def assert_invalid(error: grpc.RpcError, field: str) -> None:
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    bad = detail(error, error_details_pb2.BadRequest)
-    assert bad is not None and field in [v.field for v in bad.field_violations], error.details()
+    assert error_info(error).reason == "ILLEGAL_STATE_TRANSITION"
+    failures = error_details(error, error_details_pb2.PreconditionFailure)
+    assert failures and failures[0].violations[0].description == f"{before} -> {after}"
 
 
 def moment(message_field: Any) -> datetime.datetime:

@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from server.app import create_server
 from server.config import Settings
-from tests.conftest import Api, authorized
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, Api, authorized
 
 
 def add_token(tokens_file: Path, principal: str, role: str) -> str:
@@ -72,13 +68,3 @@ def secured_server(tmp_path: Path, roles: dict[str, str], **settings: Any) -> It
             channel.close()
         service.stop(None)
 
-
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None, error.details()
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo in {error.details()!r}")

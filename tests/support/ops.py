@@ -28,10 +28,9 @@ from typing import IO, Any
 import grpc
 import psycopg2
 import psycopg2.extensions
+from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from tests.conftest import ADMIN_TOKEN, authorized
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ADMIN_TOKEN, ROOT, authorized
 
 
 def admin(url: str, *statements: str) -> list[Any]:
@@ -67,6 +66,12 @@ def scratch_database(database_url: str) -> Iterator[str]:
         admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def peewee_database(url: str) -> PostgresqlExtDatabase:
+    """A Peewee database of its own on ``url``, apart from the pool the service uses."""
+    params = psycopg2.extensions.parse_dsn(url)
+    return PostgresqlExtDatabase(params.pop("dbname"), **params)
+
+
 @contextmanager
 def unreachable(database_url: str, url: str) -> Iterator[None]:
     """The database at ``url`` refuses connections (and loses the ones it had) inside the block."""
@@ -80,6 +85,20 @@ def unreachable(database_url: str, url: str) -> Iterator[None]:
         yield
     finally:
         admin(database_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the embedded PostgreSQL that ``VERSATIL_DATA_DIR=data_dir`` runs."""
+    return int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL of ``data_dir``, if it runs: it outlives the process that started it."""
+    if (data_dir / "pg" / "postmaster.pid").exists():
+        try:
+            os.kill(postmaster_pid(data_dir), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,10 +139,14 @@ class ServerProcess:
         for reader in self._readers:
             reader.start()
         if self._stderr_fd is None:
-            self.port = int(self.wait_for(r"serving on [\d.]+:(\d+)")[1])
-            # Worker processes may still be binding the port when it is announced.
-            with grpc.insecure_channel(f"127.0.0.1:{self.port}") as probe:
-                grpc.channel_ready_future(probe).result(timeout=60)
+            try:
+                self.port = int(self.wait_for(r"serving on [\d.]+:(\d+)")[1])
+                # Worker processes may still be binding the port when it is announced.
+                with grpc.insecure_channel(f"127.0.0.1:{self.port}") as probe:
+                    grpc.channel_ready_future(probe).result(timeout=60)
+            except BaseException:
+                self.stop()  # No __exit__ follows a failed __enter__: the child would outlive the test.
+                raise
         return self
 
     def __exit__(self, *_: Any) -> None:

@@ -1,0 +1,1 @@
+"""The tests as a package: each module is imported once, as ``tests.<name>``, and shares ``tests.support``."""
