@@ -67,6 +67,9 @@ class Resource:
     batch_create_note: str = ""
     # The name in prose, when it is not the message name's words in lower case.
     display: str = ""
+    # Whether the service refuses some status moves (a lifecycle), so Update may be
+    # FAILED_PRECONDITION for one; resources whose status moves freely say nothing of it.
+    restricted_status: bool = False
 
 
 # Message name -> declaration.
@@ -118,6 +121,7 @@ RESOURCES: dict[str, Resource] = {
         stats_example="model.framework",
         order_by_example="version desc",
         children=("deployments",),
+        restricted_status=True,
     ),
     "Experiment": Resource(
         models.Experiment,
@@ -135,6 +139,7 @@ RESOURCES: dict[str, Resource] = {
         stats_example="experiment.status",
         order_by_example="created_at desc, status",
         custom=("cancel",),
+        restricted_status=True,
     ),
     "Endpoint": Resource(
         models.Endpoint,
@@ -152,6 +157,7 @@ RESOURCES: dict[str, Resource] = {
         expand_examples=("endpoint", "model_version.model"),
         stats_example="endpoint.status",
         order_by_example="traffic_split desc, created_at",
+        restricted_status=True,
     ),
     "Prediction": Resource(
         models.Prediction,
@@ -170,6 +176,7 @@ RESOURCES: dict[str, Resource] = {
         filter_example="pattern_type IN (ANOMALY, TREND) AND patterns_found > 0 AND end_time = null",
         custom=("search",),
         search_filter="pattern_type = ANOMALY AND status = SUCCEEDED",
+        restricted_status=True,
     ),
     "CloudRunService": Resource(
         models.CloudRunService,
@@ -187,6 +194,7 @@ RESOURCES: dict[str, Resource] = {
         expand_examples=("cloud_run_service",),
         stats_example="cloud_run_service.region",
         order_by_example="created_at desc, revision",
+        restricted_status=True,
     ),
 }
 
@@ -337,7 +345,7 @@ class Service:
         """When Update is FAILED_PRECONDITION: a parent it may change names no row, a status move."""
         found = [f"{fk.column_name} names no {display_of(fk.rel_model)}"
                  for fk in foreign_keys(self.model) if fk.on_delete != "CASCADE"]
-        if "status" in self.model._meta.fields:
+        if self.decl.restricted_status:
             found.append("the status change is not allowed")
         return ", or ".join(found)
 
